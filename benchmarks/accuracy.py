@@ -1,0 +1,114 @@
+"""Accuracy benchmark: every model of the foundation on Beauty, ML-100K and ML-1M.
+
+Leave-one-out, full ranking over all items, items already in the history masked, selection on
+validation NDCG@10, test reported once. Prints a Markdown table and writes
+``benchmarks/results/accuracy.json`` / ``accuracy.md`` (updated after every run, so a long run
+stopped midway still reports what it reached).
+
+    python benchmarks/accuracy.py                                  # all datasets and models
+    python benchmarks/accuracy.py --datasets ml-1m --models sasrec --max-minutes 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqrec.config import DataConfig, RunConfig, TrainConfig
+from seqrec.data.datasets import default_data_dir
+from seqrec.fsutil import atomic_write_text
+from seqrec.pipeline import prepare, run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Training settings per (dataset, model), chosen on validation only. Shared defaults first.
+TRAIN = {"epochs": 200, "patience": 5, "batch_size": 128, "lr": 3e-3}
+SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ml-1m", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
+    ("ml-1m", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
+    ("ml-1m", "gru4rec"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
+    ("ml-100k", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
+    ("ml-100k", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
+    ("ml-100k", "gru4rec"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
+}
+MODELS = ["pop", "recent-pop", "lstm", "gru4rec", "sasrec"]
+DATASETS = ["beauty", "ml-100k", "ml-1m"]
+
+
+def config_for(dataset: str, model: str, max_minutes: float) -> RunConfig:
+    s = SETTINGS.get((dataset, model), {})
+    train = {**TRAIN, **s.get("train", {}), "max_minutes": max_minutes}
+    return RunConfig(data=DataConfig(name=dataset), model={"name": model, **s.get("model", {})},
+                     train=TrainConfig(**train))
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    cols = ["dataset", "model", "HR@10", "NDCG@10", "MRR@10", "valid NDCG@10", "epochs",
+            "best epoch", "s/epoch", "total s", "stopped by"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        vals = [r["dataset"], r["model"], f"{r['test']['HR@10']:.4f}", f"{r['test']['NDCG@10']:.4f}",
+                f"{r['test']['MRR@10']:.4f}", f"{r['valid']['NDCG@10']:.4f}", str(r["epochs"]),
+                str(r["best_epoch"]), f"{r['seconds_per_epoch']:.1f}", f"{r['total_seconds']:.0f}",
+                r["stop_reason"]]
+        out.append("| " + " | ".join(vals) + " |")
+    return "\n".join(out)
+
+
+def save(rows: list[dict[str, Any]], name: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"machine": machine(), "runs": rows}, indent=2))
+    atomic_write_text(RESULTS / f"{name}.md", markdown(rows) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--max-minutes", type=float, default=30.0, help="training time cap per run")
+    ap.add_argument("--name", default="accuracy", help="results file name (without extension)")
+    args = ap.parse_args()
+    data_dir = args.data_dir or default_data_dir()
+    old = RESULTS / f"{args.name}.json"
+    rows: list[dict[str, Any]] = json.loads(old.read_text())["runs"] if old.exists() else []
+    for dataset in args.datasets.split(","):
+        prepared = None
+        for model in args.models.split(","):
+            cfg = config_for(dataset, model, args.max_minutes)
+            if prepared is None:
+                prepared = prepare(cfg, data_dir)
+            t0 = time.perf_counter()
+            res = run(cfg, None, prepared=prepared, progress=False,
+                      on_epoch=lambda r, m=model, d=dataset: print(
+                          f"  {d} {m} epoch {r['epoch']} {r['train_seconds']:.1f}s valid NDCG@10 "
+                          f"{r.get('valid', {}).get('NDCG@10', float('nan')):.4f}", flush=True))
+            hist = [h for h in res.train.history if h.get("loss") is not None]
+            row = {
+                "dataset": dataset, "model": model, "config": cfg.to_dict(),
+                "test": res.test, "valid": res.valid, "epochs": len(hist) or 1,
+                "best_epoch": res.train.best_epoch,
+                "seconds_per_epoch": (sum(h["train_seconds"] for h in hist) / len(hist)) if hist else 0.0,
+                "total_seconds": time.perf_counter() - t0, "stop_reason": res.train.stop_reason,
+                "protocol": res.protocol, "history": res.train.history,
+            }
+            rows = [r for r in rows if (r["dataset"], r["model"]) != (dataset, model)] + [row]
+            save(rows, args.name)
+            print(markdown([row]).splitlines()[-1], flush=True)
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

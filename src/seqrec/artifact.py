@@ -1,0 +1,162 @@
+"""A trained model as one self-describing directory, written atomically and loaded without pickle.
+
+    weights.safetensors   model tensors
+    config.json           model name + config, the whole run config, format version
+    vocab.json            item and user ids (index i <-> ids[i - 1]; 0 = padding)
+    catalog.parquet       display fields of every item, in index order
+    interactions.parquet  the preprocessed events (user_idx, item_idx, timestamp): histories for
+                          ``recommend --user`` and the exact split for ``evaluate``
+    metrics.json          validation (selected epoch) and test metrics, with the protocol
+    history.json          per epoch: loss, validation metrics, seconds
+    history.png           the same as a plot
+    report.json           what preprocessing and splitting did
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+import seqrec
+from seqrec.config import RunConfig, from_dict
+from seqrec.data.log import ItemCatalog
+from seqrec.data.preprocess import Sequences
+from seqrec.data.vocab import Vocab
+from seqrec.errors import ArtifactError
+from seqrec.fsutil import atomic_directory
+from seqrec.models import config_dict, model_class
+from seqrec.models.base import SequenceModel
+from seqrec.plots import plot_history
+
+FORMAT_VERSION = 1
+REQUIRED = ("weights.safetensors", "config.json", "vocab.json", "catalog.parquet",
+            "interactions.parquet", "metrics.json", "history.json")
+
+
+@dataclass
+class Artifact:
+    path: Path
+    model: SequenceModel
+    run_config: RunConfig
+    seqs: Sequences
+    catalog: ItemCatalog
+    """Display fields, one row per item index 1..N in order."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def items(self) -> Vocab:
+        return self.seqs.items_vocab
+
+    @property
+    def users(self) -> Vocab:
+        return self.seqs.users
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_artifact(
+    path: str | Path,
+    *,
+    model: SequenceModel,
+    run_config: RunConfig,
+    seqs: Sequences,
+    catalog: ItemCatalog,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    report: dict[str, Any],
+) -> Path:
+    """Write the artifact to ``path`` as a whole: a crash leaves the previous one (or none)."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "weights.safetensors"), metadata={"model": model.name})
+        _write_json(tmp / "config.json", {
+            "format_version": FORMAT_VERSION,
+            "seqrec_version": seqrec.__version__,
+            "model": config_dict(model),
+            "n_items": model.n_items,
+            "run": run_config.to_dict(),
+        })
+        _write_json(tmp / "vocab.json", {"items": seqs.items_vocab.ids, "users": seqs.users.ids})
+        cat = catalog.restrict(seqs.items_vocab.ids).df
+        cat.with_columns(pl.Series("item_idx", np.arange(1, len(cat) + 1))).write_parquet(
+            tmp / "catalog.parquet")
+        user_idx = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+        pl.DataFrame({
+            "user_idx": user_idx,
+            "item_idx": seqs.items,
+            "timestamp": pl.Series(seqs.times, dtype=pl.Int64) if seqs.times is not None
+            else pl.Series([None] * seqs.n_events, dtype=pl.Int64),
+        }).write_parquet(tmp / "interactions.parquet")
+        _write_json(tmp / "metrics.json", metrics)
+        _write_json(tmp / "history.json", history)
+        _write_json(tmp / "report.json", report)
+        plot_history(history, tmp / "history.png", title=f"{model.name}: {run_config.data.name}",
+                     metric=run_config.train.select_metric)
+    return path
+
+
+def load_model(path: Path, config: dict[str, Any]) -> SequenceModel:
+    spec = dict(config["model"])
+    cls = model_class(spec.pop("name"))
+    model = cls(from_dict(cls.config_class, spec, where="model"), config["n_items"])
+    state = load_file(str(path / "weights.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the model (missing {missing}, "
+                            f"unexpected {unexpected})")
+    return model.eval()
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"no artifact directory at {path}")
+    missing = [f for f in REQUIRED if not (path / f).exists()]
+    if missing:
+        raise ArtifactError(f"{path} is not a complete artifact: missing {', '.join(missing)}")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format {config.get('format_version')} is not "
+                            f"supported (expected {FORMAT_VERSION})")
+    vocab = json.loads((path / "vocab.json").read_text())
+    items, users = Vocab(vocab["items"]), Vocab(vocab["users"])
+    inter = pl.read_parquet(path / "interactions.parquet")
+    counts = np.bincount(inter["user_idx"].to_numpy(), minlength=len(users))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ts = inter["timestamp"]
+    report = json.loads((path / "report.json").read_text()) if (path / "report.json").exists() else {}
+    seqs = Sequences(users=users, items_vocab=items, offsets=offsets,
+                     items=inter["item_idx"].to_numpy().astype(np.int64),
+                     times=None if ts.null_count() == len(ts) else ts.to_numpy().astype(np.int64),
+                     report=report.get("preprocess", {}))
+    catalog = ItemCatalog(pl.read_parquet(path / "catalog.parquet").sort("item_idx"))
+    return Artifact(
+        path=path,
+        model=load_model(path, config).to(device),
+        run_config=RunConfig.from_dict(config["run"]),
+        seqs=seqs,
+        catalog=catalog,
+        metrics=json.loads((path / "metrics.json").read_text()),
+        history=json.loads((path / "history.json").read_text()),
+        report=report,
+    )

@@ -1,0 +1,120 @@
+"""``seqrec train --data NAME|PATH --model NAME --output DIR [--config FILE.toml] ...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqrec.cli.common import add_data_dir, data_dir, table
+from seqrec.config import RunConfig, load_run_config, load_toml, tomllib
+from seqrec.errors import ConfigError
+from seqrec.models import MODELS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and write an artifact directory")
+    p.add_argument("--data", help="registered dataset name or a file/folder path")
+    p.add_argument("--model", help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--output", "-o", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--config", type=Path, help="TOML with [data], [model], [train], [eval] tables")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--split", choices=["leave-one-out", "temporal"])
+    p.add_argument("--format", help="data format: auto, ml-100k, ml-1m, sequences, table")
+    p.add_argument("--user-col")
+    p.add_argument("--item-col")
+    p.add_argument("--time-col")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value, e.g. --set train.lr=0.003 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep OUTPUT.checkpoints/ after a successful run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[str]) -> None:
+    for item in sets:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not eq or not dot:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        raw.setdefault(section, {})[name] = parse_value(value.strip())
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    raw: dict[str, Any] = {}
+    if args.config:
+        load_run_config(args.config)  # validates the whole file first
+        raw = {k: v for k, v in load_toml(args.config).items() if k in ("data", "model", "train", "eval")}
+    data = raw.setdefault("data", {})
+    for key, value in (("name", args.data), ("split", args.split), ("format", args.format),
+                       ("user_col", args.user_col), ("item_col", args.item_col),
+                       ("time_col", args.time_col)):
+        if value is not None:
+            data[key] = value
+    if args.model is not None:
+        model = raw.get("model", {})
+        raw["model"] = model if model.get("name") == args.model else {"name": args.model}
+    train = raw.setdefault("train", {})
+    for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)):
+        if value is not None:
+            train[key] = value
+    apply_overrides(raw, args.set)
+    if "name" not in raw["data"]:
+        raise ConfigError("no dataset: give --data NAME|PATH or [data] name in --config")
+    return RunConfig.from_dict(raw)
+
+
+def print_result(result: Any, output: Path, cfg: RunConfig) -> None:
+    from seqrec.pipeline import RunResult
+
+    assert isinstance(result, RunResult)
+    rows = []
+    for split_name, m in (("valid", result.valid), ("test", result.test)):
+        rows.append({"split": split_name, **{k: m[k] for k in ("HR@10", "NDCG@10", "MRR@10", "Coverage@10")}})
+    print(table(rows))
+    print(f"\nbest epoch {result.train.best_epoch} ({result.train.stop_reason}); "
+          f"{result.train.seconds:.0f} s training")
+    print(f"artifact: {output}")
+    print_next_steps(output, cfg)
+
+
+def print_next_steps(output: Path, cfg: RunConfig) -> None:
+    out = str(output)
+    print("\nnext:")
+    print(f"  seqrec evaluate {out} --split test --json")
+    print(f"  seqrec recommend {out} --user <USER_ID> --k 10")
+    print(f"  seqrec recommend {out} --history <ITEM_ID>,<ITEM_ID> --k 10")
+    print(f"  seqrec recommend {out} --input histories.jsonl --output recs.jsonl --k 10")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seqrec.pipeline import run
+
+    cfg = build_config(args)
+    print(f"training {cfg.model['name']} on {cfg.data.name}", file=sys.stderr)
+    result = run(cfg, args.output, data_dir=data_dir(args), resume=args.resume,
+                 keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress,
+                 on_epoch=_epoch_line)
+    print_result(result, args.output, cfg)
+    return 0
+
+
+def _epoch_line(rec: dict[str, Any]) -> None:
+    valid = rec.get("valid") or {}
+    loss = "" if rec.get("loss") is None else f" loss {rec['loss']:.4f}"
+    print(f"epoch {rec['epoch']}:{loss} {rec['train_seconds']:.1f}s "
+          f"valid NDCG@10 {valid.get('NDCG@10', float('nan')):.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}",
+          file=sys.stderr, flush=True)

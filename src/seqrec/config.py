@@ -1,0 +1,224 @@
+"""Typed configuration: dataclasses with documented defaults, loaded from TOML, round-tripped to JSON.
+
+A typo is an error (with the closest valid key suggested), never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from seqrec.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where the interactions come from and how they are cleaned and split."""
+
+    name: str = "beauty"
+    """A registered dataset name (``seqrec data list``) or a path to a file or folder."""
+    format: str = "auto"
+    """``auto`` (by name / extension), ``ml-100k``, ``ml-1m``, ``sequences`` (``user item item ...``
+    lines) or ``table`` (CSV/TSV/Parquet with named columns)."""
+    user_col: str = "user_id"
+    """Table format: the user id column."""
+    item_col: str = "item_id"
+    """Table format: the item id column."""
+    time_col: str | None = "timestamp"
+    """Table format: the time column (numbers or ISO date-times); ``None`` = file order."""
+    rating_col: str | None = None
+    """Table format: an optional rating column."""
+    separator: str | None = None
+    """Table format: field separator; ``None`` = by extension (``.tsv`` tab, else comma)."""
+    encoding: str = "utf-8"
+    """Text encoding of the input files (``latin-1`` for old MovieLens files)."""
+    min_rating: float | None = None
+    """Keep only interactions whose rating is at least this (``None`` keeps all)."""
+    dedupe: bool = False
+    """Drop exact repeats of (user, item), keeping the first in time."""
+    min_user_events: int = 0
+    """Iterative k-core: users with fewer events are dropped (0 = off)."""
+    min_item_events: int = 0
+    """Iterative k-core: items with fewer events are dropped (0 = off)."""
+    split: str = "leave-one-out"
+    """``leave-one-out`` (last item test, second-to-last validation) or ``temporal`` (global time cut)."""
+    valid_fraction: float = 0.1
+    """Temporal split: share of the time range's events (by quantile) in the validation period."""
+    test_fraction: float = 0.1
+    """Temporal split: share of events (by quantile) in the test period, the latest ones."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: one plain loop for every model."""
+
+    epochs: int = 200
+    """Upper bound on epochs; early stopping usually ends sooner."""
+    batch_size: int = 128
+    """Users (sequences) per batch."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases, norms and embeddings)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    patience: int = 5
+    """Stop after this many evaluations without a better validation metric."""
+    select_metric: str = "NDCG@10"
+    """The validation metric used for early stopping and model selection."""
+    seed: int = 42
+    """One seed for every random choice (shuffling, initialisation, dropout)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    max_minutes: float = 0.0
+    """Stop training after this many minutes (0 = no limit); the best epoch so far is kept."""
+    eval_every: int = 1
+    """Evaluate on validation every this many epochs."""
+
+
+@dataclass
+class EvalConfig:
+    """Full-ranking evaluation over the whole catalog."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    """Cut-offs for HR, NDCG, MRR, Recall and coverage."""
+    mask_seen: bool = True
+    """Mask items already in the user's input history (a masked target counts as a miss)."""
+    batch_size: int = 256
+    """Users per scoring batch."""
+    item_chunk: int = 262_144
+    """Items scored at once; bounds memory for catalogs of millions of items."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; stored in every artifact as ``config.json``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "sasrec"})
+    """``name`` plus the model's own config fields (see the model's config class)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return from_dict(cls, d)
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce: int -> float, list for tuple) ``value`` against type ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        out = []
+        for v in value:
+            ok, cv = _type_ok(v, arg)
+            if not ok:
+                return False, value
+            out.append(cv)
+        return True, out if origin is list else tuple(out)
+    if origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from ``d``, rejecting unknown keys and wrong types by name."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a table, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key {name!r}{hint}; valid keys: {', '.join(sorted(fields))}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, name)  # type: ignore[arg-type]
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(f"config key {name!r}: expected {tp}, got {value!r}")
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def load_run_config(path: str | Path | None = None) -> RunConfig:
+    """A :class:`RunConfig` from a TOML file (sections ``[data]``, ``[model]``, ``[train]``, ``[eval]``).
+
+    Other top-level tables (for example ``[expected]`` in frozen experiment configs) are ignored
+    here and read by the tools that need them.
+    """
+    if path is None:
+        return RunConfig()
+    raw = load_toml(path)
+    known = {k: raw[k] for k in ("data", "model", "train", "eval") if k in raw}
+    extra = set(raw) - {"data", "model", "train", "eval", "expected", "about"}
+    if extra:
+        raise ConfigError(
+            f"{path}: unknown section(s) {sorted(extra)}; valid: data, model, train, eval, expected, about"
+        )
+    return from_dict(RunConfig, known)
+
+
+def to_json(obj: Any) -> str:
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)  # type: ignore[arg-type]
+    return json.dumps(obj, indent=2, sort_keys=True)

@@ -1,0 +1,63 @@
+"""Turn CSR ranges into left-padded index batches (0 = padding).
+
+Left padding keeps the most recent item in the last column, so every model reads its prediction
+from position ``-1`` whatever the batch's width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def left_pad(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+    """``[B, L]`` int64: the last ``max_len`` items of each range, left-padded; ``L`` = longest row."""
+    lengths = np.minimum(ends - starts, max_len)
+    width = max(int(lengths.max(initial=0)), 1)
+    cols = np.arange(width)
+    src = ends[:, None] - width + cols[None, :]  # [B, L]
+    real = cols[None, :] >= width - lengths[:, None]
+    return np.where(real, items[np.clip(src, 0, max(len(items) - 1, 0))], 0)
+
+
+def train_pairs(
+    items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-item targets ``[B, L]`` from the last ``max_len + 1`` items of each range.
+
+    A target whose input position is padding (the first item of a short range) is set to 0, so
+    ``targets > 0`` marks exactly the positions with a real (context, next item) pair.
+    """
+    window = left_pad(items, starts, ends, max_len + 1)
+    inputs, targets = window[:, :-1], window[:, 1:]
+    return inputs, np.where(inputs > 0, targets, 0)
+
+
+def pad_ragged(items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Whole ranges, right-padded with 0 (for masks and target sets; order does not matter)."""
+    lengths = ends - starts
+    width = max(int(lengths.max(initial=0)), 1)
+    cols = np.arange(width)
+    src = starts[:, None] + cols[None, :]
+    real = cols[None, :] < lengths[:, None]
+    return np.where(real, items[np.clip(src, 0, max(len(items) - 1, 0))], 0)
+
+
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket_batches: int = 32
+) -> Iterator[np.ndarray]:
+    """Shuffled batches of row indices where rows of similar length travel together.
+
+    Rows are shuffled, cut into pools of ``bucket_batches`` batches, sorted by length inside each
+    pool, batched, and the batches shuffled: little padding, still a random order every epoch.
+    """
+    order = rng.permutation(len(lengths))
+    pool = batch_size * bucket_batches
+    batches = []
+    for p in range(0, len(order), pool):
+        chunk = order[p : p + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    for b in rng.permutation(len(batches)):
+        yield batches[b]

@@ -1,0 +1,122 @@
+"""What every model is: history in, one query vector out; items in, one table out.
+
+``score(history) = query(history) @ item_table().T (+ bias)``. Evaluation, recommendation, the
+HTTP service and the ANN index all use these two pieces, so they agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from seqrec.losses import get_loss, real_positions
+
+if TYPE_CHECKING:
+    from seqrec.data.split import Split
+
+
+@dataclass
+class ModelConfig:
+    """Fields shared by every model config."""
+
+    max_len: int = 50
+    """Only the last ``max_len`` items of a history are read."""
+
+
+class SequenceModel(nn.Module):
+    """Base of every model. ``seq`` tensors are ``[B, L]`` left-padded item indices (0 = padding)."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    trainable: ClassVar[bool] = True
+    """False for count-based models, which are fitted by :meth:`fit_counts` instead of gradients."""
+
+    def __init__(self, config: ModelConfig, n_items: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_items = n_items
+
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    def query(self, seq: Tensor) -> Tensor:
+        """``[B, L] -> [B, D]``: the representation that is scored against every item."""
+        raise NotImplementedError
+
+    def item_table(self) -> tuple[Tensor, Tensor | None]:
+        """``W [N+1, D]`` and optional bias ``b [N+1]``; row 0 (padding) is never recommended."""
+        raise NotImplementedError
+
+    def scores(self, seq: Tensor) -> Tensor:
+        """``[B, N+1]`` scores of every item, padding column set to -inf (for small catalogs/tests)."""
+        W, b = self.item_table()
+        s = self.query(seq) @ W.T  # [B, N+1]
+        if b is not None:
+            s = s + b
+        s[:, 0] = float("-inf")
+        return s
+
+    def encode(self, seq: Tensor) -> Tensor:
+        """``[B, L] -> [B, L, D]`` states at every position (sequence models)."""
+        raise NotImplementedError
+
+    def loss(self, inputs: Tensor, targets: Tensor, loss_name: str = "softmax") -> Tensor:
+        """Next-item loss at every real position (``targets > 0``)."""
+        h, t = real_positions(self.encode(inputs), targets)  # [P, D], [P]
+        W, b = self.item_table()
+        return get_loss(loss_name)(h, W, b, t)
+
+    def fit_counts(self, split: Split) -> None:
+        """Count-based fitting on the training ranges (only for ``trainable = False``)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able state beyond the tensors, saved in the artifact (rarely needed)."""
+        return {}
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, same semantics as ``nn.Dropout``; about 3x faster on CPU, where
+    ``bernoulli_`` draws are the slow part (the mask here comes from one ``rand_like``)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def left_to_right(seq: Tensor) -> tuple[Tensor, Tensor]:
+    """Index map turning a left-padded batch into a right-padded one, and the lengths.
+
+    ``x_right = x.gather(1, idx)`` for ``[B, L]``; for ``[B, L, D]`` expand ``idx`` first.
+    """
+    B, L = seq.shape
+    lengths = (seq > 0).sum(1)  # [B]
+    cols = torch.arange(L, device=seq.device)
+    idx = (cols[None, :] + (L - lengths)[:, None]) % L  # [B, L]
+    return idx, lengths
+
+
+def right_to_left(lengths: Tensor, L: int) -> Tensor:
+    """Index map back from right-padded to left-padded (inverse of :func:`left_to_right`)."""
+    cols = torch.arange(L, device=lengths.device)
+    return (cols[None, :] - (L - lengths)[:, None]) % L  # [B, L]
+
+
+def gather_time(x: Tensor, idx: Tensor) -> Tensor:
+    """``x [B, L, D]`` reordered along time by ``idx [B, L]``."""
+    return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[-1]))

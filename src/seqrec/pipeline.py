@@ -1,0 +1,110 @@
+"""Data -> split -> model -> training -> evaluation -> artifact, as one library call.
+
+The CLI's ``train`` and ``quickstart`` and the benchmarks are thin layers over :func:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqrec.artifact import save_artifact
+from seqrec.config import RunConfig
+from seqrec.data import datasets
+from seqrec.data.log import ItemCatalog
+from seqrec.data.preprocess import preprocess
+from seqrec.data.split import Split, make_split
+from seqrec.evaluate.protocol import evaluate
+from seqrec.models import build_model, model_config
+from seqrec.models.base import SequenceModel
+from seqrec.train.loop import TrainResult, resolve_device, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    split: Split
+    catalog: ItemCatalog
+    name: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    model: SequenceModel
+    split: Split
+    train: TrainResult
+    valid: dict[str, float]
+    test: dict[str, float]
+    protocol: dict[str, Any]
+    artifact: Path | None
+    data_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(cfg: RunConfig, data_dir: Path | None = None) -> Prepared:
+    """Read, clean and split the data named by ``cfg.data``."""
+    t = time.perf_counter()
+    log_, catalog, name = datasets.load(cfg.data, data_dir)
+    seqs = preprocess(log_, cfg.data)
+    split = make_split(seqs, cfg.data)
+    return Prepared(split, catalog, name, time.perf_counter() - t)
+
+
+def checkpoint_dir(output: Path) -> Path:
+    """Where per-epoch checkpoints of a run writing ``output`` live (a sibling folder)."""
+    return output.parent / f"{output.name}.checkpoints"
+
+
+def run(
+    cfg: RunConfig,
+    output: Path | None,
+    *,
+    data_dir: Path | None = None,
+    prepared: Prepared | None = None,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.data``, select on validation, test once, save to ``output``."""
+    model_config(cfg.model)  # a bad model name or field fails before any data is read
+    prepared = prepared or prepare(cfg, data_dir)
+    split = prepared.split
+    model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed)
+    workdir = None
+    if output is not None and model.trainable:
+        workdir = checkpoint_dir(Path(output))
+        if resume and not workdir.exists():
+            raise FileNotFoundError(f"--resume: no checkpoints at {workdir}")
+        workdir.mkdir(parents=True, exist_ok=True)
+    result = train(model, split, cfg.train, cfg.eval, workdir=workdir, resume=resume,
+                   progress=progress, on_epoch=on_epoch)
+    device = resolve_device(cfg.train.device)
+    valid = evaluate(model, split, "valid", cfg.eval, device=device)
+    test = evaluate(model, split, "test", cfg.eval, device=device, progress=progress)  # reported once
+    metrics = {
+        "valid": valid.metrics,
+        "test": test.metrics,
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
+        "train_seconds": result.seconds,
+        "protocol": {**test.protocol, "split": split.protocol, "select_metric":
+                     f"validation {cfg.train.select_metric}"},
+    }
+    artifact = None
+    if output is not None:
+        report = {"dataset": prepared.name, "preprocess": split.seqs.report, "split": split.protocol}
+        artifact = save_artifact(Path(output), model=model.cpu(), run_config=cfg, seqs=split.seqs,
+                                 catalog=prepared.catalog, metrics=metrics, history=result.history,
+                                 report=report)
+        if workdir is not None and not keep_checkpoints:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,
+                     prepared.seconds)

@@ -1,0 +1,1 @@
+"""The training loop (one plain loop for every model) and its checkpoints."""

@@ -1,0 +1,187 @@
+"""One plain training loop for every model: AdamW, gradient clipping, early stopping on the
+validation metric, a checkpoint every epoch, exact resume.
+
+Model-specific behaviour lives in the model (``model.loss``), never here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from seqrec.config import EvalConfig, TrainConfig
+from seqrec.data.batching import length_bucketed_batches, train_pairs
+from seqrec.data.split import Split
+from seqrec.evaluate.protocol import evaluate
+from seqrec.models.base import SequenceModel
+from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Per evaluated epoch: ``epoch``, ``loss``, ``train_seconds``, ``eval_seconds``, ``valid``."""
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    stop_reason: str = ""
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "emb" in name or "embed" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def train(
+    model: SequenceModel,
+    split: Split,
+    cfg: TrainConfig,
+    eval_cfg: EvalConfig | None = None,
+    *,
+    workdir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fit ``model`` on ``split``'s training ranges; select the epoch by validation ``select_metric``.
+
+    The model ends holding the best epoch's weights. With ``workdir``, a checkpoint is written after
+    every epoch; ``resume=True`` continues from it with the same random state, so a resumed run
+    gives the same numbers as an uninterrupted one.
+    """
+    eval_cfg = eval_cfg or EvalConfig()
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model.to(device)
+    t_start = time.perf_counter()
+    result = TrainResult()
+    metric = cfg.select_metric
+
+    if not model.trainable:
+        model.fit_counts(split)
+        model.to(device)
+        t = time.perf_counter()
+        valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
+        rec = {"epoch": 0, "loss": None, "train_seconds": t - t_start,
+               "eval_seconds": time.perf_counter() - t, "valid": valid}
+        result.history.append(rec)
+        result.best_valid, result.stop_reason = valid, "count-based model: fitted in one pass"
+        result.seconds = time.perf_counter() - t_start
+        if on_epoch:
+            on_epoch(rec)
+        return result
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    opt = _optimizer(model, cfg)
+    seqs = split.seqs
+    lengths = split.train_end - split.train_start
+    rows = np.flatnonzero(lengths >= 2)  # users with at least one (context, next item) pair
+    if len(rows) == 0:
+        raise ValueError("no user has two training events: nothing to learn from")
+    n_pairs = int(np.minimum(lengths[rows] - 1, model.max_len).sum())
+
+    start_epoch, best_value, bad = 1, -math.inf, 0
+    best_state = copy.deepcopy(model.state_dict())
+    if resume and workdir is not None:
+        st = load_checkpoint(workdir, rng)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        best_state = st["best_state"]
+        start_epoch, best_value, bad = st["epoch"] + 1, st["best_value"], st["bad"]
+        result.history = json.loads(st["history"])
+        result.best_epoch = st["best_epoch"]
+        result.best_valid = json.loads(st["best_valid"])
+        log.info("resumed from epoch %d", st["epoch"])
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if bad >= cfg.patience:
+            result.stop_reason = f"early stop: no better validation {metric} for {bad} evaluations"
+            break
+        model.train()
+        t0 = time.perf_counter()
+        total, steps = 0.0, 0
+        batches = list(length_bucketed_batches(lengths[rows], cfg.batch_size, rng))
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        for bi in bar:
+            r = rows[bi]
+            x, y = train_pairs(seqs.items, split.train_start[r], split.train_end[r], model.max_len)
+            x = torch.from_numpy(x).to(device)
+            y = torch.from_numpy(y).to(device)
+            loss = model.loss(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item()
+            steps += 1
+            if steps % 10 == 0:
+                el = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{total / steps:.4f}",
+                                items_s=f"{n_pairs * steps / len(batches) / el:,.0f}")
+        train_s = time.perf_counter() - t0
+        rec: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1),
+                               "train_seconds": train_s, "pairs_per_second": n_pairs / train_s}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            t1 = time.perf_counter()
+            valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
+            rec.update(eval_seconds=time.perf_counter() - t1, valid=valid)
+            value = valid[metric]
+            if value > best_value:
+                best_value, bad = value, 0
+                result.best_epoch, result.best_valid = epoch, valid
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        result.history.append(rec)
+        if on_epoch:
+            on_epoch(rec)
+        log.debug("epoch %d loss %.4f %.1fs valid %s=%s", epoch, rec["loss"], train_s, metric,
+                 rec.get("valid", {}).get(metric))
+        if workdir is not None:
+            save_checkpoint(workdir, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "best_state": best_state, "best_value": best_value, "bad": bad,
+                "best_epoch": result.best_epoch, "best_valid": json.dumps(result.best_valid),
+                "history": json.dumps(result.history),
+            }, rng)
+        if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60:
+            result.stop_reason = f"time limit: {cfg.max_minutes} minutes"
+            break
+    else:
+        result.stop_reason = result.stop_reason or f"epoch limit: {cfg.epochs}"
+    if not result.stop_reason:
+        result.stop_reason = f"early stop: no better validation {metric} for {bad} evaluations"
+    model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t_start
+    return result

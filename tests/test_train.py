@@ -1,0 +1,101 @@
+"""The training loop: same seed -> same numbers; resume == uninterrupted; early stopping; selection."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from seqrec.config import EvalConfig, TrainConfig
+from seqrec.data.preprocess import sequences_from_lists
+from seqrec.data.split import leave_one_out
+from seqrec.models import build_model
+from seqrec.train.loop import train
+
+from conftest import cyclic_histories
+
+SPEC = {"name": "sasrec", "d_model": 16, "max_len": 12, "dropout": 0.2}
+
+
+def split():
+    return leave_one_out(sequences_from_lists(cyclic_histories(n_users=120)))
+
+
+def run(epochs, workdir=None, resume=False, seed=0, model=None, sp=None):
+    sp = sp or split()
+    model = model or build_model(SPEC, sp.seqs.n_items, seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=5e-3, patience=100, seed=seed, device="cpu")
+    res = train(model, sp, cfg, EvalConfig(ks=[10]), workdir=workdir, resume=resume, progress=False)
+    return model, res
+
+
+def losses(res):
+    return [h["loss"] for h in res.history]
+
+
+def test_same_seed_same_numbers():
+    m1, r1 = run(3)
+    m2, r2 = run(3)
+    assert losses(r1) == losses(r2)
+    assert [h["valid"] for h in r1.history] == [h["valid"] for h in r2.history]
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    _, r3 = run(3, seed=1)
+    assert losses(r3) != losses(r1)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    _, full = run(4)
+    _, first = run(2, workdir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").exists()
+    model, resumed = run(4, workdir=tmp_path, resume=True)
+    assert losses(resumed) == losses(full)
+    assert resumed.best_valid == full.best_valid
+
+
+def test_checkpoint_loads_without_pickle(tmp_path):
+    run(1, workdir=tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and json.loads(state["history"])[0]["epoch"] == 1
+
+
+def test_early_stopping_and_best_epoch_restored():
+    sp = split()
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    # a learning rate of 0 never improves after the first evaluation
+    cfg = TrainConfig(epochs=50, batch_size=32, lr=0.0, patience=2, device="cpu")
+    res = train(model, sp, cfg, EvalConfig(ks=[10]), progress=False)
+    assert len(res.history) == 3 and res.best_epoch == 1
+    assert res.stop_reason.startswith("early stop")
+
+
+def test_loss_only_at_real_positions():
+    sp = split()
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    x = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
+    y = torch.tensor([[0, 0, 4, 5], [2, 3, 4, 5]])
+    y_garbage = y.clone()
+    model.eval()
+    base = model.loss(x, y)
+    x2 = x.clone()
+    x2[0, :2] = 0
+    assert torch.allclose(model.loss(x2, y_garbage), base)
+    # the padded positions' targets are 0 and never scored: the loss averages 6 real positions
+    assert int((y > 0).sum()) == 6
+
+
+def test_count_models_fit_in_one_pass():
+    sp = split()
+    model = build_model({"name": "pop"}, sp.seqs.n_items, 0)
+    res = train(model, sp, TrainConfig(device="cpu"), EvalConfig(ks=[10]), progress=False)
+    assert len(res.history) == 1 and "NDCG@10" in res.best_valid
+    counts = np.bincount(np.concatenate([sp.seqs.items[a:b] for a, b in zip(sp.train_start, sp.train_end)]),
+                         minlength=sp.seqs.n_items + 1)
+    assert model.counts[1:].tolist() == counts[1:].astype(float).tolist()
+
+
+def test_no_training_pairs_is_an_error():
+    sp = leave_one_out(sequences_from_lists([[1, 2, 3], [4, 5, 6]]))  # each user: 1 training event
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        train(model, sp, TrainConfig(device="cpu"), progress=False)
