@@ -70,7 +70,7 @@ class TrainConfig:
     """Upper bound on epochs; early stopping usually ends sooner."""
     batch_size: int = 128
     """Users (sequences) per batch."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases, norms and embeddings)."""
@@ -90,6 +90,23 @@ class TrainConfig:
     """Stop training after this many minutes (0 = no limit); the best epoch so far is kept."""
     eval_every: int = 1
     """Evaluate on validation every this many epochs."""
+    loss: str = "softmax"
+    """``softmax`` (full cross-entropy over every item), ``sampled`` (sampled softmax, logQ-corrected),
+    ``bce`` (binary cross-entropy with sampled negatives, as the original SASRec) or ``gbce``
+    (gSASRec's calibrated BCE)."""
+    negatives: int = 256
+    """Sampled losses: negatives per batch, shared by every position of the batch."""
+    sampler: str = "uniform"
+    """Sampled losses: ``uniform`` over the catalog, or ``in-batch`` (drawn from the batch's own
+    targets, i.e. in proportion to popularity)."""
+    logq: bool = True
+    """Sampled softmax: subtract each candidate's log sampling probability from its logit."""
+    gbce_t: float = 0.75
+    """gBCE calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrates the positive term."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``."""
+    compile: bool = False
+    """Compile the sequence encoder with ``torch.compile`` (first epoch pays the compile time)."""
 
 
 @dataclass
@@ -210,10 +227,10 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
         return RunConfig()
     raw = load_toml(path)
     known = {k: raw[k] for k in ("data", "model", "train", "eval") if k in raw}
-    extra = set(raw) - {"data", "model", "train", "eval", "expected", "about"}
+    extra = set(raw) - {"data", "model", "train", "eval", "expected", "about", "tune"}
     if extra:
         raise ConfigError(
-            f"{path}: unknown section(s) {sorted(extra)}; valid: data, model, train, eval, expected, about"
+            f"{path}: unknown section(s) {sorted(extra)}; valid: data, model, train, eval, expected, about, tune"
         )
     return from_dict(RunConfig, known)
 
@@ -222,3 +239,33 @@ def to_json(obj: Any) -> str:
     if dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)  # type: ignore[arg-type]
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to TOML")
+
+
+def to_toml(tables: dict[str, dict[str, Any]], header: str = "") -> str:
+    """Flat tables of scalars and lists as TOML. ``None`` (TOML has no null) is written only as a
+    comment, and only where it is the field's default, so the file reads back to the same config."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    defaults = RunConfig().to_dict()
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        for key, value in table.items():
+            if value is None:
+                if name in defaults and key in defaults[name] and defaults[name][key] is not None:
+                    raise ConfigError(f"[{name}] {key} = None cannot be written to TOML")
+                lines.append(f"# {key} = (none)")
+                continue
+            bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+            lines.append(f"{key if bare else json.dumps(key)} = {_toml_value(value)}")
+    return "\n".join(lines).lstrip("\n") + "\n"

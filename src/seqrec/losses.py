@@ -7,6 +7,10 @@ never a candidate.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -112,14 +116,91 @@ def full_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> 
     return _ChunkedSoftmaxCE.apply(h, W, b, targets, _chunk_size(h.shape[0], W.shape[0]))
 
 
-LOSSES = {"softmax": full_softmax_ce}
+class NegativeSampler:
+    """Negatives shared by every position of a batch: the cost grows with their number, not with
+    batch x number. ``uniform`` draws item indices 1..N evenly; ``in-batch`` draws from the batch's
+    own targets, so each item appears in proportion to its popularity ``q``.
+    """
+
+    def __init__(self, kind: str, n_items: int, item_counts: Tensor | None = None) -> None:
+        if kind not in ("uniform", "in-batch"):
+            raise ValueError(f"unknown sampler {kind!r}; choose uniform or in-batch")
+        self.kind, self.n_items = kind, n_items
+        if kind == "uniform":
+            self.log_q = torch.full((n_items + 1,), -math.log(n_items))
+        else:
+            if item_counts is None:
+                raise ValueError("the in-batch sampler needs training item counts")
+            q = item_counts.double() / item_counts.double()[1:].sum()
+            self.log_q = q.clamp(min=1e-12).log().float()  # items never drawn keep a finite value
+        self.log_q[0] = float("-inf")
+
+    def sample(self, targets: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` negative item indices and their log sampling probabilities."""
+        dev = targets.device
+        if self.kind == "uniform":
+            neg = torch.randint(1, self.n_items + 1, (n,), device=dev)
+        else:
+            neg = targets[torch.randint(0, targets.shape[0], (n,), device=dev)]
+        return neg, self.log_q.to(dev)[neg]
 
 
-def get_loss(name: str):
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+def _pos_neg_logits(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, neg: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    pos = (h * W[targets]).sum(-1)  # [P]
+    negl = h @ W[neg].T  # [P, n]
+    if b is not None:
+        pos, negl = pos + b[targets], negl + b[neg]
+    hit = neg[None, :] == targets[:, None]  # [P, n] a "negative" that is the answer
+    return pos, negl.masked_fill(hit, float("-inf"))
+
+
+def sampled_softmax(h, W, b, targets, sampler: NegativeSampler, n: int, logq: bool) -> Tensor:
+    """Softmax over the target and ``n`` shared negatives; with ``logq``, every logit is corrected
+    by ``-log q(item)`` (Bengio & Senecal; Yi et al. 2019), which removes the sampler's bias."""
+    neg, lq = sampler.sample(targets, n)
+    pos, negl = _pos_neg_logits(h.float(), W.float(), None if b is None else b.float(), targets, neg)
+    if logq:
+        pos = pos - sampler.log_q.to(h.device)[targets]
+        negl = negl - lq[None, :]
+    logits = torch.cat([pos[:, None], negl], 1)  # [P, 1 + n], the answer in column 0
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def bce(h, W, b, targets, sampler: NegativeSampler, n: int, beta: float = 1.0) -> Tensor:
+    """Binary cross-entropy: the target against ``n`` shared negatives (original SASRec with
+    ``beta = 1``); ``beta`` < 1 is gSASRec's calibrated positive term ``-log sigmoid(s)^beta``."""
+    neg, _ = sampler.sample(targets, n)
+    pos, negl = _pos_neg_logits(h.float(), W.float(), None if b is None else b.float(), targets, neg)
+    pos_term = beta * F.softplus(-pos)  # -log sigmoid(pos)^beta
+    neg_term = F.softplus(negl).sum(1)  # -sum log(1 - sigmoid(neg)); masked hits give 0
+    return (pos_term + neg_term).mean()
+
+
+def gbce_beta(n_neg: int, n_items: int, t: float) -> float:
+    """gSASRec (Petrov & Macdonald, 2023): beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = the
+    negative sampling rate n / (N - 1)."""
+    alpha = n_neg / max(n_items - 1, 1)
+    return alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+
+
+LossFn = Callable[[Tensor, Tensor, "Tensor | None", Tensor], Tensor]
+
+
+def make_loss(name: str, *, n_items: int, negatives: int = 256, sampler: str = "uniform",
+              logq: bool = True, gbce_t: float = 0.75, item_counts: Tensor | None = None) -> LossFn:
+    """The loss menu behind one switch: ``softmax``, ``sampled``, ``bce`` or ``gbce``."""
+    if name == "softmax":
+        return full_softmax_ce
+    if name not in ("sampled", "bce", "gbce"):
+        raise ValueError(f"unknown loss {name!r}; choose one of softmax, sampled, bce, gbce")
+    if negatives < 1:
+        raise ValueError(f"negatives must be >= 1, got {negatives}")
+    s = NegativeSampler(sampler, n_items, item_counts)
+    if name == "sampled":
+        return partial(sampled_softmax, sampler=s, n=negatives, logq=logq)
+    beta = 1.0 if name == "bce" else gbce_beta(negatives, n_items, gbce_t)
+    return partial(bce, sampler=s, n=negatives, beta=beta)
 
 
 def real_positions(states: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

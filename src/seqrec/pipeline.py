@@ -72,8 +72,12 @@ def run(
     keep_checkpoints: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    with_test: bool = True,
 ) -> RunResult:
-    """Train ``cfg.model`` on ``cfg.data``, select on validation, test once, save to ``output``."""
+    """Train ``cfg.model`` on ``cfg.data``, select on validation, test once, save to ``output``.
+
+    ``with_test=False`` stops after validation (nothing saved): what tuning uses.
+    """
     model_config(cfg.model)  # a bad model name or field fails before any data is read
     prepared = prepared or prepare(cfg, data_dir)
     split = prepared.split
@@ -88,6 +92,8 @@ def run(
                    progress=progress, on_epoch=on_epoch)
     device = resolve_device(cfg.train.device)
     valid = evaluate(model, split, "valid", cfg.eval, device=device)
+    if not with_test:  # model selection (tuning): the test split is never looked at
+        return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds)
     test = evaluate(model, split, "test", cfg.eval, device=device, progress=progress)  # reported once
     metrics = {
         "valid": valid.metrics,

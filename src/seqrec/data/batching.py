@@ -34,6 +34,11 @@ def train_pairs(
     return inputs, np.where(inputs > 0, targets, 0)
 
 
+def train_times(times: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+    """Timestamps aligned with the inputs of :func:`train_pairs` (0 where padding)."""
+    return left_pad(times, starts, ends, max_len + 1)[:, :-1]
+
+
 def pad_ragged(items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Whole ranges, right-padded with 0 (for masks and target sets; order does not matter)."""
     lengths = ends - starts

@@ -59,6 +59,17 @@ class Split:
             raise ValueError(f"split must be 'valid' or 'test', got {which!r}")
         return self.valid if which == "valid" else self.test
 
+    def train_mask(self) -> np.ndarray:
+        """Boolean over ``seqs.items``: True for events inside a user's training range."""
+        seqs = self.seqs
+        pos = np.arange(seqs.n_events)
+        user_of = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+        return (pos >= self.train_start[user_of]) & (pos < self.train_end[user_of])
+
+    def train_item_counts(self) -> np.ndarray:
+        """``[N+1]`` training interactions per item (index 0, padding, is 0)."""
+        return np.bincount(self.seqs.items[self.train_mask()], minlength=self.seqs.n_items + 1)
+
     def check_no_leakage(self) -> None:
         """Assert the split's invariants (targets after inputs, training before validation)."""
         for name, es in (("valid", self.valid), ("test", self.test)):

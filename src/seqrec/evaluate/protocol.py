@@ -14,7 +14,7 @@ from seqrec.config import EvalConfig
 from seqrec.data.batching import pad_ragged
 from seqrec.data.split import Split
 from seqrec.evaluate.metrics import all_metrics, coverage
-from seqrec.evaluate.ranking import history_batch, rank_and_topk
+from seqrec.evaluate.ranking import history_batch, history_times, rank_and_topk
 from seqrec.models.base import SequenceModel
 
 MASK_RULE = ("items in the user's input history are excluded from the ranking; a target that is "
@@ -84,9 +84,12 @@ def evaluate(
         sl = slice(pos, pos + bs)
         hist, seen = history_batch(seqs.items, es.hist_start[sl], es.hist_end[sl], model.max_len,
                                    device, cfg.mask_seen)
+        times = None
+        if model.uses_time and seqs.times is not None:
+            times = history_times(seqs.times, es.hist_start[sl], es.hist_end[sl], model.max_len, device)
         tgt_np = _dedupe_rows(pad_ragged(seqs.items, es.tgt_start[sl], es.tgt_end[sl]))
         targets = torch.from_numpy(tgt_np).to(device)
-        ranks, _, top = rank_and_topk(model.query(hist), W, b, seen=seen, targets=targets,
+        ranks, _, top = rank_and_topk(model.query(hist, times), W, b, seen=seen, targets=targets,
                                       k=k_max, chunk=cfg.item_chunk)
         real = tgt_np > 0
         all_ranks.append(ranks.cpu().numpy()[real])

@@ -155,3 +155,10 @@ def history_batch(
     hist = torch.from_numpy(left_pad(items, starts, ends, max_len)).to(device)
     seen = torch.from_numpy(pad_ragged(items, starts, ends)).to(device) if mask_seen else None
     return hist, seen
+
+
+def history_times(times, starts, ends, max_len: int, device: torch.device | str) -> Tensor:
+    """Timestamps aligned with :func:`history_batch`'s model input (0 where padding)."""
+    from seqrec.data.batching import left_pad
+
+    return torch.from_numpy(left_pad(times, starts, ends, max_len)).to(device)

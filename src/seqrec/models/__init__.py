@@ -10,14 +10,16 @@ import torch
 from seqrec.config import from_dict
 from seqrec.errors import ConfigError
 from seqrec.models.base import ModelConfig, SequenceModel
+from seqrec.models.bert4rec import BERT4Rec
 from seqrec.models.gru4rec import GRU4Rec
+from seqrec.models.hstu import HSTU
 from seqrec.models.lstm import LSTMRec
 from seqrec.models.popularity import MostPopular
 from seqrec.models.recent_popularity import RecentPopular
 from seqrec.models.sasrec import SASRec
 
 MODELS: dict[str, type[SequenceModel]] = {
-    m.name: m for m in (MostPopular, RecentPopular, LSTMRec, GRU4Rec, SASRec)
+    m.name: m for m in (MostPopular, RecentPopular, LSTMRec, GRU4Rec, SASRec, BERT4Rec, HSTU)
 }
 
 

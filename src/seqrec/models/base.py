@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from seqrec.losses import get_loss, real_positions
+from seqrec.losses import LossFn, full_softmax_ce, real_positions
 
 if TYPE_CHECKING:
     from seqrec.data.split import Split
@@ -43,7 +43,10 @@ class SequenceModel(nn.Module):
     def max_len(self) -> int:
         return self.config.max_len
 
-    def query(self, seq: Tensor) -> Tensor:
+    uses_time: ClassVar[bool] = False
+    """True for models that read event timestamps (``times [B, L]``, seconds) when the data has them."""
+
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, L] -> [B, D]``: the representation that is scored against every item."""
         raise NotImplementedError
 
@@ -51,24 +54,25 @@ class SequenceModel(nn.Module):
         """``W [N+1, D]`` and optional bias ``b [N+1]``; row 0 (padding) is never recommended."""
         raise NotImplementedError
 
-    def scores(self, seq: Tensor) -> Tensor:
+    def scores(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, N+1]`` scores of every item, padding column set to -inf (for small catalogs/tests)."""
         W, b = self.item_table()
-        s = self.query(seq) @ W.T  # [B, N+1]
+        s = self.query(seq, times) @ W.T  # [B, N+1]
         if b is not None:
             s = s + b
         s[:, 0] = float("-inf")
         return s
 
-    def encode(self, seq: Tensor) -> Tensor:
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, L] -> [B, L, D]`` states at every position (sequence models)."""
         raise NotImplementedError
 
-    def loss(self, inputs: Tensor, targets: Tensor, loss_name: str = "softmax") -> Tensor:
+    def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
+             times: Tensor | None = None) -> Tensor:
         """Next-item loss at every real position (``targets > 0``)."""
-        h, t = real_positions(self.encode(inputs), targets)  # [P, D], [P]
+        h, t = real_positions(self.encode(inputs, times), targets)  # [P, D], [P]
         W, b = self.item_table()
-        return get_loss(loss_name)(h, W, b, t)
+        return loss_fn(h, W, b, t)
 
     def fit_counts(self, split: Split) -> None:
         """Count-based fitting on the training ranges (only for ``trainable = False``)."""

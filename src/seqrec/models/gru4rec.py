@@ -38,11 +38,11 @@ class GRU4Rec(SequenceModel):
         )
         self.proj = nn.Linear(config.hidden_dim, config.embed_dim)
 
-    def encode(self, seq: Tensor) -> Tensor:
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         x = self.drop(self.embed(seq))  # [B, L, E]
         return self.proj(self.drop(run_rnn(self.gru, x, seq)))  # [B, L, E]
 
-    def query(self, seq: Tensor) -> Tensor:
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq)[:, -1]  # [B, E]
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:

@@ -54,11 +54,11 @@ class LSTMRec(SequenceModel):
         )
         self.out = nn.Linear(config.hidden_dim, n_items + 1)
 
-    def encode(self, seq: Tensor) -> Tensor:
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         x = self.drop(self.embed(seq))  # [B, L, E]
         return self.drop(run_rnn(self.lstm, x, seq))  # [B, L, H]
 
-    def query(self, seq: Tensor) -> Tensor:
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq)[:, -1]  # [B, H]
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:

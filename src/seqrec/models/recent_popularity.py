@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from seqrec.models.popularity import MostPopular, PopConfig, train_event_mask
+from seqrec.models.popularity import MostPopular, PopConfig
 
 if TYPE_CHECKING:
     from seqrec.data.split import Split
@@ -34,7 +34,7 @@ class RecentPopular(MostPopular):
     def fit_counts(self, split: Split) -> None:
         cfg: RecentPopConfig = self.config  # type: ignore[assignment]
         seqs = split.seqs
-        in_train = train_event_mask(split)
+        in_train = split.train_mask()
         if seqs.times is not None:
             t = seqs.times[in_train]
             cut = np.quantile(t, 1 - cfg.window_fraction, method="higher") if len(t) else 0

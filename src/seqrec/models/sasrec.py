@@ -29,17 +29,24 @@ class SASRecConfig(ModelConfig):
     """Attention heads (must divide ``d_model``)."""
     d_ff: int = 256
     """Feed-forward inner size."""
-    dropout: float = 0.5
-    """Dropout on embeddings, attention weights, and each residual branch."""
+    dropout: float = 0.3
+    """Dropout on each residual branch and inside the feed-forward layer."""
+    emb_dropout: float | None = None
+    """Dropout on the input embeddings (``None``: same as ``dropout``)."""
+    attn_dropout: float | None = None
+    """Dropout on the attention weights (``None``: same as ``dropout``)."""
+    norm: str = "pre"
+    """``pre`` (x + f(LN(x)), stable when deep) or ``post`` (LN(x + f(x)), the original Transformer)."""
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+    """One transformer block: causal multi-head attention, then a GELU feed-forward layer."""
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
         self.n_heads = cfg.n_heads
-        self.dropout = cfg.dropout
+        self.pre = cfg.norm == "pre"
+        self.attn_p = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
@@ -50,15 +57,35 @@ class Block(nn.Module):
         )
         self.drop = Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def attention(self, x: Tensor, allowed: Tensor) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x [B, L, D]
+        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         a = F.scaled_dot_product_attention(  # [B, H, L, D/H]
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=allowed, dropout_p=self.attn_p if self.training else 0.0
         )
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, D)))
-        return x + self.drop(self.ff(self.ln2(x)))
+        return self.proj(a.transpose(1, 2).reshape(B, L, D))  # [B, L, D]
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        if self.pre:
+            x = x + self.drop(self.attention(self.ln1(x), allowed))
+            return x + self.drop(self.ff(self.ln2(x)))
+        x = self.ln1(x + self.drop(self.attention(x, allowed)))
+        return self.ln2(x + self.drop(self.ff(x)))
+
+
+def causal_mask(real: Tensor) -> Tensor:
+    """``[B, 1, L, L]``: position i may read j <= i when j is a real item; every position reads
+    itself, so padding rows never see an empty set (they are never scored)."""
+    L = real.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=real.device).tril()  # [L, L]
+    eye = torch.eye(L, dtype=torch.bool, device=real.device)
+    return ((causal & real[:, None, :]) | eye)[:, None]
+
+
+def positions_from_end(L: int, max_len: int, device: torch.device) -> Tensor:
+    """``[L]``: the last column is position 0, the one before it 1, ..."""
+    return torch.arange(L - 1, -1, -1, device=device).clamp(max=max_len - 1)
 
 
 class SASRec(SequenceModel):
@@ -69,31 +96,35 @@ class SASRec(SequenceModel):
         super().__init__(config, n_items)
         if config.d_model % config.n_heads:
             raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
+        if config.norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {config.norm!r}")
         self.item_emb = nn.Embedding(n_items + 1, config.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
-        self.drop = Dropout(config.dropout)
+        self.drop = Dropout(config.dropout if config.emb_dropout is None else config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
-        self.ln_f = nn.LayerNorm(config.d_model)
+        self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
         nn.init.normal_(self.item_emb.weight, std=config.d_model**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def encode(self, seq: Tensor) -> Tensor:
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         B, L = seq.shape
         real = seq > 0  # [B, L]
-        pos = torch.arange(L - 1, -1, -1, device=seq.device).clamp(max=self.max_len - 1)  # [L]
+        pos = positions_from_end(L, self.max_len, seq.device)  # [L]
         x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
         x = self.drop(x) * real[:, :, None]
-        causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # [L, L]
-        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
-        allowed = ((causal & real[:, None, :]) | eye)[:, None]  # [B, 1, L, L]
+        allowed = causal_mask(real)  # [B, 1, L, L]
         for block in self.blocks:
             x = block(x, allowed)
         return self.ln_f(x)  # [B, L, D]
 
-    def query(self, seq: Tensor) -> Tensor:
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq)[:, -1]  # [B, D]
+
+    def attention_flops(self, width: int) -> float:
+        """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
+        return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
         return self.item_emb.weight, None  # [N+1, D]

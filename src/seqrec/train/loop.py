@@ -1,12 +1,13 @@
 """One plain training loop for every model: AdamW, gradient clipping, early stopping on the
 validation metric, a checkpoint every epoch, exact resume.
 
-Model-specific behaviour lives in the model (``model.loss``), never here.
+Model-specific behaviour lives in the model (``model.loss``) and the loss menu, never here.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -21,11 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec.config import EvalConfig, TrainConfig
-from seqrec.data.batching import length_bucketed_batches, train_pairs
+from seqrec.data.batching import length_bucketed_batches, train_pairs, train_times
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
+from seqrec.losses import make_loss
 from seqrec.models.base import SequenceModel
 from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
+from seqrec.train.speed import (autocast, autocast_dtype, encoder_flops, loss_flops, maybe_compile,
+                                measure_matmul_rate, prefetch)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +37,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
-    """Per evaluated epoch: ``epoch``, ``loss``, ``train_seconds``, ``eval_seconds``, ``valid``."""
+    """Per epoch: ``epoch``, ``loss``, ``train_seconds``, ``pairs_per_second``, ``flops``,
+    ``gflops_per_second``, ``floor_seconds``; and ``eval_seconds``, ``valid`` when evaluated."""
     best_epoch: int = 0
     best_valid: dict[str, float] = field(default_factory=dict)
     stop_reason: str = ""
     seconds: float = 0.0
+    matmul_gflops: float = 0.0
+    """The machine's measured matrix-multiply rate (GFLOP/s) in the training precision."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,6 +56,17 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def selection_eval_config(eval_cfg: EvalConfig, metric: str) -> EvalConfig:
+    """``eval_cfg`` with the cut-off of the selection metric (``NDCG@10`` -> 10) included."""
+    name, _, k = metric.partition("@")
+    if name not in ("HR", "NDCG", "MRR", "Recall", "Coverage") or not k.isdigit():
+        raise ValueError(f"select_metric must look like NDCG@10 (HR, NDCG, MRR, Recall or "
+                         f"Coverage at a cut-off), got {metric!r}")
+    if int(k) in eval_cfg.ks:
+        return eval_cfg
+    return dataclasses.replace(eval_cfg, ks=sorted({*eval_cfg.ks, int(k)}))
+
+
 def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -58,6 +76,21 @@ def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _fit_counts(model: SequenceModel, split: Split, eval_cfg: EvalConfig, device: torch.device,
+                on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+    t0 = time.perf_counter()
+    model.fit_counts(split)
+    model.to(device)
+    t1 = time.perf_counter()
+    valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
+    rec = {"epoch": 0, "loss": None, "train_seconds": t1 - t0,
+           "eval_seconds": time.perf_counter() - t1, "valid": valid}
+    if on_epoch:
+        on_epoch(rec)
+    return TrainResult(history=[rec], best_valid=valid, stop_reason="count-based model: fitted in one pass",
+                       seconds=time.perf_counter() - t0)
 
 
 def train(
@@ -77,38 +110,45 @@ def train(
     every epoch; ``resume=True`` continues from it with the same random state, so a resumed run
     gives the same numbers as an uninterrupted one.
     """
-    eval_cfg = eval_cfg or EvalConfig()
+    eval_cfg = selection_eval_config(eval_cfg or EvalConfig(), cfg.select_metric)
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     model.to(device)
+    if not model.trainable:
+        return _fit_counts(model, split, eval_cfg, device, on_epoch)
+
     t_start = time.perf_counter()
     result = TrainResult()
     metric = cfg.select_metric
-
-    if not model.trainable:
-        model.fit_counts(split)
-        model.to(device)
-        t = time.perf_counter()
-        valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
-        rec = {"epoch": 0, "loss": None, "train_seconds": t - t_start,
-               "eval_seconds": time.perf_counter() - t, "valid": valid}
-        result.history.append(rec)
-        result.best_valid, result.stop_reason = valid, "count-based model: fitted in one pass"
-        result.seconds = time.perf_counter() - t_start
-        if on_epoch:
-            on_epoch(rec)
-        return result
-
+    amp = autocast_dtype(cfg.precision, device)
+    result.matmul_gflops = measure_matmul_rate(device, amp)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
+    maybe_compile(model, cfg.compile)
     seqs = split.seqs
     lengths = split.train_end - split.train_start
     rows = np.flatnonzero(lengths >= 2)  # users with at least one (context, next item) pair
     if len(rows) == 0:
         raise ValueError("no user has two training events: nothing to learn from")
     n_pairs = int(np.minimum(lengths[rows] - 1, model.max_len).sum())
+    use_time = model.uses_time and seqs.times is not None
+    loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
+                        logq=cfg.logq, gbce_t=cfg.gbce_t,
+                        item_counts=torch.from_numpy(split.train_item_counts()))
+    dim = model.item_table()[0].shape[1]
+
+    def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+        r = rows[bi]
+        x, y = train_pairs(seqs.items, split.train_start[r], split.train_end[r], model.max_len)
+        t = train_times(seqs.times, split.train_start[r], split.train_end[r], model.max_len) \
+            if use_time else None
+        flops = encoder_flops(model, x.size, x.shape[1]) + loss_flops(
+            cfg.loss, int((y > 0).sum()), seqs.n_items, dim, cfg.negatives)
+        return (torch.from_numpy(x).to(device, non_blocking=True),
+                torch.from_numpy(y).to(device, non_blocking=True),
+                None if t is None else torch.from_numpy(t).to(device, non_blocking=True), flops)
 
     start_epoch, best_value, bad = 1, -math.inf, 0
     best_state = copy.deepcopy(model.state_dict())
@@ -129,15 +169,13 @@ def train(
             break
         model.train()
         t0 = time.perf_counter()
-        total, steps = 0.0, 0
+        total, steps, flops = 0.0, 0, 0.0
         batches = list(length_bucketed_batches(lengths[rows], cfg.batch_size, rng))
-        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-        for bi in bar:
-            r = rows[bi]
-            x, y = train_pairs(seqs.items, split.train_start[r], split.train_end[r], model.max_len)
-            x = torch.from_numpy(x).to(device)
-            y = torch.from_numpy(y).to(device)
-            loss = model.loss(x, y)
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                   leave=False)
+        for x, y, t, f in prefetch(batches, make_batch):
+            with autocast(device, amp):
+                loss = model.loss(x, y, loss_fn, times=t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -145,13 +183,19 @@ def train(
             opt.step()
             total += loss.item()
             steps += 1
+            flops += f
+            bar.update()
             if steps % 10 == 0:
-                el = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{total / steps:.4f}",
-                                items_s=f"{n_pairs * steps / len(batches) / el:,.0f}")
+                                items_s=f"{n_pairs * steps / len(batches) / (time.perf_counter() - t0):,.0f}")
+        bar.close()
         train_s = time.perf_counter() - t0
-        rec: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1),
-                               "train_seconds": train_s, "pairs_per_second": n_pairs / train_s}
+        rec: dict[str, Any] = {
+            "epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_s,
+            "pairs_per_second": n_pairs / train_s, "flops": flops,
+            "gflops_per_second": flops / train_s / 1e9,
+            "floor_seconds": flops / (result.matmul_gflops * 1e9),
+        }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
             valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
@@ -166,8 +210,9 @@ def train(
         result.history.append(rec)
         if on_epoch:
             on_epoch(rec)
-        log.debug("epoch %d loss %.4f %.1fs valid %s=%s", epoch, rec["loss"], train_s, metric,
-                 rec.get("valid", {}).get(metric))
+        log.debug("epoch %d loss %.4f %.1fs (%.1f GFLOP/s of %.0f) valid %s=%s", epoch, rec["loss"],
+                  train_s, rec["gflops_per_second"], result.matmul_gflops, metric,
+                  rec.get("valid", {}).get(metric))
         if workdir is not None:
             save_checkpoint(workdir, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),

@@ -1,0 +1,98 @@
+"""BERT4Rec (Sun et al., 2019): a bidirectional transformer trained to fill in masked items.
+
+Training masks a random share of the items of each window (at least one per row) with a
+``[MASK]`` token and predicts them from both sides; at inference a ``[MASK]`` is appended after the
+history and its state is scored against every item. Positions count from the end, as in SASRec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seqrec.losses import LossFn, full_softmax_ce
+from seqrec.models.base import Dropout, ModelConfig, SequenceModel
+from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end
+
+
+@dataclass
+class BERT4RecConfig(ModelConfig):
+    max_len: int = 50
+    """Window length including the appended ``[MASK]`` (the history read is ``max_len - 1``)."""
+    d_model: int = 64
+    """Embedding and hidden size."""
+    n_blocks: int = 2
+    """Transformer blocks."""
+    n_heads: int = 2
+    """Attention heads (must divide ``d_model``)."""
+    d_ff: int = 256
+    """Feed-forward inner size."""
+    dropout: float = 0.2
+    """Dropout on embeddings, attention weights and residual branches."""
+    mask_prob: float = 0.2
+    """Share of a training window's items replaced by ``[MASK]`` (at least one per window)."""
+
+
+class BERT4Rec(SequenceModel):
+    name = "bert4rec"
+    config_class = BERT4RecConfig
+
+    def __init__(self, config: BERT4RecConfig, n_items: int) -> None:
+        super().__init__(config, n_items)
+        if config.max_len < 2:
+            raise ValueError("BERT4Rec needs max_len >= 2 (history plus the [MASK])")
+        d = config.d_model
+        self.mask_id = n_items + 1
+        self.item_emb = nn.Embedding(n_items + 2, d, padding_idx=0)  # last row: [MASK]
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.drop = Dropout(config.dropout)
+        block_cfg = SASRecConfig(max_len=config.max_len, d_model=d, n_heads=config.n_heads,
+                                 d_ff=config.d_ff, dropout=config.dropout)
+        self.blocks = nn.ModuleList(Block(block_cfg) for _ in range(config.n_blocks))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
+        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
+        nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        B, L = seq.shape
+        real = seq > 0  # [B, L]
+        pos = positions_from_end(L, self.max_len, seq.device)  # [L]
+        x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
+        x = self.drop(x) * real[:, :, None]
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        allowed = (real[:, None, :] | eye)[:, None]  # [B, 1, L, L]: every real item, both sides
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.ln_f(x)  # [B, L, D]
+
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        mask_col = torch.full((seq.shape[0], 1), self.mask_id, dtype=seq.dtype, device=seq.device)
+        x = torch.cat([seq, mask_col], 1)[:, -self.max_len :]  # [B, <= max_len]
+        return self.head(self.encode(x)[:, -1])  # [B, D]
+
+    def attention_flops(self, width: int) -> float:
+        """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
+        return 12.0 * width * self.config.d_model * self.config.n_blocks
+
+    def item_table(self) -> tuple[Tensor, Tensor | None]:
+        return self.item_emb.weight[: self.n_items + 1], self.out_bias  # [N+1, D], [N+1]
+
+    def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
+             times: Tensor | None = None) -> Tensor:
+        # the whole window: inputs plus the last target (targets are inputs shifted by one)
+        w = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.max_len :]  # [B, L]
+        real = w > 0
+        masked = (torch.rand(w.shape, device=w.device) < self.config.mask_prob) & real
+        # every window predicts at least its last item, the case inference asks for
+        none = ~masked.any(1)
+        masked[none, -1] = True
+        x = w.masked_fill(masked, self.mask_id)
+        h = self.head(self.encode(x)[masked])  # [P, D]
+        W, b = self.item_table()
+        return loss_fn(h, W, b, w[masked])

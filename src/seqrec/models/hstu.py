@@ -1,0 +1,115 @@
+"""An HSTU-style generative sequence model (Zhai et al., 2024, "Actions Speak Louder than Words").
+
+Each block: ``U, V, Q, K = split(SiLU(f1(LN(x))))``; pointwise aggregated attention
+``A = SiLU(Q K^T / sqrt(d) + rab) / max_len`` over causal, real keys (no softmax); output
+``x + Dropout(f2(LN(A V) * U))``, the ``U`` gate. ``rab`` is a learned relative-position bias per
+head and, when timestamps exist, a learned bias on log-bucketed time gaps. States are scored
+against the item embedding table, as in SASRec. Positions count from the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqrec.models.base import Dropout, ModelConfig, SequenceModel
+from seqrec.models.sasrec import causal_mask
+
+
+@dataclass
+class HSTUConfig(ModelConfig):
+    max_len: int = 50
+    """Only the last ``max_len`` items are read; also the attention normaliser."""
+    d_model: int = 64
+    """Embedding and hidden size."""
+    n_blocks: int = 2
+    """HSTU blocks."""
+    n_heads: int = 2
+    """Attention heads (must divide ``d_model``)."""
+    dropout: float = 0.2
+    """Dropout on embeddings and on each block's output."""
+    time_buckets: int = 40
+    """Log2 buckets of the time gap (seconds) for the time bias; used only with timestamps."""
+
+
+def time_buckets(times: Tensor, n: int) -> Tensor:
+    """``[B, L] -> [B, L, L]`` bucket of log2(1 + |t_i - t_j|) for every query i and key j."""
+    gap = (times[:, :, None] - times[:, None, :]).abs().float()  # [B, L, L]
+    return torch.log2(gap + 1).floor().long().clamp(max=n - 1)
+
+
+class HSTUBlock(nn.Module):
+    def __init__(self, cfg: HSTUConfig) -> None:
+        super().__init__()
+        d, self.h = cfg.d_model, cfg.n_heads
+        self.scale = (d // cfg.n_heads) ** -0.5
+        self.norm_max = float(cfg.max_len)
+        self.ln_in = nn.LayerNorm(d)
+        self.f1 = nn.Linear(d, 4 * d)
+        self.ln_attn = nn.LayerNorm(d)
+        self.f2 = nn.Linear(d, d)
+        self.rel_pos = nn.Embedding(cfg.max_len, cfg.n_heads)  # bias by distance i - j
+        self.rel_time = nn.Embedding(cfg.time_buckets, cfg.n_heads)
+        nn.init.zeros_(self.rel_pos.weight)
+        nn.init.zeros_(self.rel_time.weight)
+        self.drop = Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, allowed: Tensor, dist: Tensor, tb: Tensor | None) -> Tensor:
+        B, L, D = x.shape
+        u, v, q, k = F.silu(self.f1(self.ln_in(x))).split(D, dim=-1)  # 4 x [B, L, D]
+        q, k, v = (t.view(B, L, self.h, D // self.h).transpose(1, 2) for t in (q, k, v))  # [B, H, L, d]
+        logits = (q @ k.transpose(-1, -2)) * self.scale  # [B, H, L, L]
+        logits = logits + self.rel_pos(dist).permute(2, 0, 1)[None]  # + [1, H, L, L]
+        if tb is not None:
+            logits = logits + self.rel_time(tb).permute(0, 3, 1, 2)  # + [B, H, L, L]
+        a = F.silu(logits) * allowed / self.norm_max  # pointwise, no softmax
+        out = (a @ v).transpose(1, 2).reshape(B, L, D)  # [B, L, D]
+        return x + self.drop(self.f2(self.ln_attn(out) * u))
+
+
+class HSTU(SequenceModel):
+    name = "hstu"
+    config_class = HSTUConfig
+    uses_time = True
+
+    def __init__(self, config: HSTUConfig, n_items: int) -> None:
+        super().__init__(config, n_items)
+        if config.d_model % config.n_heads:
+            raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
+        d = config.d_model
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.drop = Dropout(config.dropout)
+        self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.n_blocks))
+        self.ln_f = nn.LayerNorm(d)
+        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
+        nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        B, L = seq.shape
+        real = seq > 0  # [B, L]
+        cols = torch.arange(L, device=seq.device)
+        pos = (L - 1 - cols).clamp(max=self.max_len - 1)  # [L] from the end
+        x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
+        x = self.drop(x) * real[:, :, None]
+        allowed = causal_mask(real).float()  # [B, 1, L, L]
+        dist = (cols[:, None] - cols[None, :]).clamp(0, self.max_len - 1)  # [L, L]
+        tb = time_buckets(times, self.config.time_buckets) if times is not None else None
+        for block in self.blocks:
+            x = block(x, allowed, dist, tb)
+        return self.ln_f(x)  # [B, L, D]
+
+    def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        return self.encode(seq, times)[:, -1]  # [B, D]
+
+    def attention_flops(self, width: int) -> float:
+        """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
+        return 12.0 * width * self.config.d_model * self.config.n_blocks
+
+    def item_table(self) -> tuple[Tensor, Tensor | None]:
+        return self.item_emb.weight, None  # [N+1, D]

@@ -1,0 +1,120 @@
+"""What makes training fast and how fast it is: precision, compilation, batch prefetching, and
+FLOP accounting against the machine's measured matrix-multiply rate."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+T = TypeVar("T")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (``auto``/``fp32``/``bf16``) on ``device``, or None.
+
+    ``auto`` uses bf16 only on CUDA devices that support it: CPUs without native bf16 matrix units
+    (this project's reference machine among them) run bf16 matmuls several times slower than fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def maybe_compile(model: nn.Module, enabled: bool) -> None:
+    """Compile the model's ``encode`` in place (weights and state_dict keys stay as they are)."""
+    if enabled:
+        model.encode = torch.compile(model.encode, dynamic=True)  # type: ignore[method-assign]
+
+
+def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048) -> float:
+    """Best-of-3 GFLOP/s of an ``n x n`` matrix product on ``device``: the ceiling FLOPs are
+    compared with."""
+    dtype = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def dense_params(model: nn.Module) -> int:
+    """Parameters outside embedding tables (those are looked up, not multiplied)."""
+    emb = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in emb)
+
+
+def encoder_flops(model: nn.Module, tokens: int, width: int) -> float:
+    """Forward + backward FLOPs of the sequence encoder over ``tokens`` (padded) positions:
+    6 x dense parameters per token, plus the model's attention term (``attention_flops``)."""
+    extra = getattr(model, "attention_flops", None)
+    per_token = 6 * dense_params(model) + (extra(width) if extra else 0)
+    return float(per_token) * tokens
+
+
+def loss_flops(loss: str, positions: int, n_items: int, dim: int, negatives: int) -> float:
+    """Forward + backward matmul FLOPs of the loss: scores (2PKD), their gradient with respect to
+    the states (2PKD) and to the item vectors (2PKD), with K = every item or the negatives."""
+    k = n_items if loss == "softmax" else negatives + 1
+    return 6.0 * positions * k * dim
+
+
+def prefetch(items: Iterable[T], make: Callable[[T], Any], depth: int = 2) -> Iterator[Any]:
+    """``make(item)`` for each item, computed ``depth`` ahead in a background thread, so batch
+    preparation overlaps the model's work (numpy and copies release the GIL). Order is kept;
+    an exception in ``make`` is raised in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for it in items:
+                if stop.is_set():
+                    return
+                q.put((True, make(it)))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((False, e))
+        q.put((True, done))
+
+    th = threading.Thread(target=worker, daemon=True)
+    th.start()
+    try:
+        while True:
+            ok, value = q.get()
+            if not ok:
+                raise value
+            if value is done:
+                return
+            yield value
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            th.join(timeout=0.01)

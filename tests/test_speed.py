@@ -1,0 +1,71 @@
+"""Speed machinery: prefetching keeps order, precision choice, FLOP accounting, torch.compile."""
+
+import pytest
+import torch
+
+from seqrec.config import EvalConfig, TrainConfig
+from seqrec.data.preprocess import sequences_from_lists
+from seqrec.data.split import leave_one_out
+from seqrec.models import build_model
+from seqrec.train.loop import train
+from seqrec.train.speed import (autocast_dtype, dense_params, encoder_flops, loss_flops,
+                                measure_matmul_rate, prefetch)
+
+from conftest import cyclic_histories
+
+
+def test_prefetch_keeps_order_and_raises():
+    assert list(prefetch(range(50), lambda i: i * i)) == [i * i for i in range(50)]
+
+    def boom(i):
+        if i == 3:
+            raise RuntimeError("bad batch")
+        return i
+
+    got = []
+    with pytest.raises(RuntimeError, match="bad batch"):
+        for v in prefetch(range(10), boom):
+            got.append(v)
+    assert got == [0, 1, 2]
+    it = prefetch(range(1000), lambda i: i)
+    assert next(it) == 0
+    it.close()  # an abandoned iterator stops its thread
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None  # no native bf16 matmuls assumed on CPU
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp32", cpu) is None
+    with pytest.raises(ValueError):
+        autocast_dtype("fp8", cpu)
+
+
+def test_flop_accounting():
+    m = build_model({"name": "sasrec", "d_model": 64, "n_blocks": 2, "d_ff": 256}, 100, 0)
+    per_block = 3 * 64 * 64 + 3 * 64 + 64 * 64 + 64 + 2 * 64 * 256 + 256 + 64 + 4 * 64
+    assert dense_params(m) == 2 * per_block + 2 * 64
+    assert encoder_flops(m, tokens=10, width=5) == 10 * (6 * dense_params(m) + 12 * 5 * 64 * 2)
+    assert loss_flops("softmax", 7, 100, 64, 5) == 6 * 7 * 100 * 64
+    assert loss_flops("sampled", 7, 100, 64, 5) == 6 * 7 * 6 * 64
+    assert measure_matmul_rate(torch.device("cpu"), n=256) > 0.1
+
+
+def test_history_reports_flops_and_rate():
+    split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=60)))
+    model = build_model({"name": "sasrec", "d_model": 16}, split.seqs.n_items, 0)
+    res = train(model, split, TrainConfig(epochs=1, device="cpu"), EvalConfig(ks=[10]), progress=False)
+    rec = res.history[0]
+    assert rec["flops"] > 0 and rec["gflops_per_second"] > 0 and res.matmul_gflops > 0
+    assert rec["floor_seconds"] == pytest.approx(rec["flops"] / (res.matmul_gflops * 1e9))
+
+
+def test_compiled_training_matches_eager():
+    split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=40)))
+    losses = []
+    for compile_ in (False, True):
+        model = build_model({"name": "sasrec", "d_model": 16, "dropout": 0.0}, split.seqs.n_items, 0)
+        res = train(model, split, TrainConfig(epochs=1, device="cpu", compile=compile_),
+                    EvalConfig(ks=[10]), progress=False)
+        losses.append(res.history[0]["loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
