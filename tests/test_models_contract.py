@@ -48,9 +48,12 @@ def trained_prefix():
     return {name: fit(name, prefix_histories()) for name in PREFIX}
 
 
-# RecentPopular answers a different question (what is popular lately); its known answer is the
-# trend-shift test below, where MostPopular must get it wrong.
-PREFIX = [m for m in ALL if m != "recent-pop"]
+# Known answers: MostPopular on the prefix toy (the next item is the most popular unseen one);
+# RecentPopular on the trend-shift toy (MostPopular must get that one wrong); every trained model
+# on the cycle toy, where all items are equally popular and only the order tells the answer.
+# (Sequence models are not asked the prefix toy: its longest histories end in states that no
+# training pair ever shows, so it tests extrapolation, not learning.)
+PREFIX = ["pop"]
 
 
 @pytest.mark.parametrize("name", PREFIX)
@@ -96,7 +99,7 @@ def test_known_answer_cycle(name):
 def random_model(name: str, n_items: int = 30, seed: int = 3):
     model = build_model(toy_spec(name), n_items, seed)
     if not model.trainable:
-        split = leave_one_out(sequences_from_lists([[1, 2, 3, 4], [2, 3, 5], [7, 8, 2]] + [[i, i + 1, i + 2] for i in range(1, 28)]))
+        split = leave_one_out(sequences_from_lists([[1, 2, 3, 4], [2, 3, 5], [7, 8, 2]] + [[i, i + 1, i + 2] for i in range(1, 29)]))
         model.fit_counts(split)
     return model.eval()
 

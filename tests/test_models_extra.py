@@ -14,7 +14,7 @@ from conftest import cyclic_histories
 
 def test_bert4rec_masks_and_appends_a_mask_token():
     m = build_model({"name": "bert4rec", "max_len": 6}, 10, 0).eval()
-    assert m.mask_id == 11 and m.item_emb.weight.shape[0] == 12
+    assert m.items.id_emb.weight.shape[0] == 11 and m.mask_emb.shape == (m.config.d_model,)
     W, b = m.item_table()
     assert W.shape[0] == 11 and b.shape == (11,)  # [MASK] is never a candidate
     seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
@@ -24,8 +24,8 @@ def test_bert4rec_masks_and_appends_a_mask_token():
 
 def test_bert4rec_is_bidirectional_in_training():
     m = build_model({"name": "bert4rec", "dropout": 0.0}, 10, 0).eval()
-    a = m.encode(torch.tensor([[1, 2, 11, 4]]))
-    b = m.encode(torch.tensor([[1, 2, 11, 5]]))
+    a = m.encode(torch.tensor([[1, 2, -1, 4]]))  # -1: [MASK]
+    b = m.encode(torch.tensor([[1, 2, -1, 5]]))
     assert not torch.allclose(a[0, 2], b[0, 2])  # the masked position reads the item after it
 
 

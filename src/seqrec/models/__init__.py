@@ -37,12 +37,13 @@ def model_config(spec: dict[str, Any]) -> tuple[type[SequenceModel], ModelConfig
     return cls, from_dict(cls.config_class, spec, where="model")
 
 
-def build_model(spec: dict[str, Any], n_items: int, seed: int) -> SequenceModel:
-    """A freshly initialised model; the seed makes initialisation reproducible."""
+def build_model(spec: dict[str, Any], n_items: int, seed: int, content: Any = None) -> SequenceModel:
+    """A freshly initialised model; the seed makes initialisation reproducible. ``content``:
+    :class:`~seqrec.content.features.ItemFeatures` for content-aware item encoders."""
     cls, cfg = model_config(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls(cfg, n_items)
+        return cls(cfg, n_items, content)
 
 
 def config_dict(model: SequenceModel) -> dict[str, Any]:

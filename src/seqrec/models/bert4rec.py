@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqrec.losses import LossFn, full_softmax_ce
 from seqrec.models.base import Dropout, ModelConfig, SequenceModel
 from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end
+
+
+MASK = -1
+"""The ``[MASK]`` token in an input sequence (real items are >= 1, padding 0)."""
 
 
 @dataclass
@@ -39,13 +44,13 @@ class BERT4Rec(SequenceModel):
     name = "bert4rec"
     config_class = BERT4RecConfig
 
-    def __init__(self, config: BERT4RecConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
+    def __init__(self, config: BERT4RecConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
         if config.max_len < 2:
             raise ValueError("BERT4Rec needs max_len >= 2 (history plus the [MASK])")
         d = config.d_model
-        self.mask_id = n_items + 1
-        self.item_emb = nn.Embedding(n_items + 2, d, padding_idx=0)  # last row: [MASK]
+        self.items = self.item_encoder(d)
+        self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)  # the [MASK] token's vector
         self.pos_emb = nn.Embedding(config.max_len, d)
         self.drop = Dropout(config.dropout)
         block_cfg = SASRecConfig(max_len=config.max_len, d_model=d, n_heads=config.n_heads,
@@ -54,16 +59,16 @@ class BERT4Rec(SequenceModel):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
 
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        """``seq [B, L]``: item indices, 0 padding, ``MASK`` (-1) for the positions to predict."""
         B, L = seq.shape
-        real = seq > 0  # [B, L]
+        real = seq != 0  # [B, L]
+        is_mask = (seq == MASK)[:, :, None]  # [B, L, 1]
+        e = torch.where(is_mask, self.mask_emb, self.items(seq.clamp(min=0)))  # [B, L, D]
         pos = positions_from_end(L, self.max_len, seq.device)  # [L]
-        x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
+        x = e * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
         x = self.drop(x) * real[:, :, None]
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         allowed = (real[:, None, :] | eye)[:, None]  # [B, 1, L, L]: every real item, both sides
@@ -72,7 +77,7 @@ class BERT4Rec(SequenceModel):
         return self.ln_f(x)  # [B, L, D]
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        mask_col = torch.full((seq.shape[0], 1), self.mask_id, dtype=seq.dtype, device=seq.device)
+        mask_col = torch.full((seq.shape[0], 1), MASK, dtype=seq.dtype, device=seq.device)
         x = torch.cat([seq, mask_col], 1)[:, -self.max_len :]  # [B, <= max_len]
         return self.head(self.encode(x)[:, -1])  # [B, D]
 
@@ -81,7 +86,8 @@ class BERT4Rec(SequenceModel):
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.item_emb.weight[: self.n_items + 1], self.out_bias  # [N+1, D], [N+1]
+        W = self.items.table()  # [N+1 (+ cold items), D]
+        return W, F.pad(self.out_bias, (0, W.shape[0] - self.out_bias.shape[0]))  # cold: no bias
 
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
              times: Tensor | None = None) -> Tensor:
@@ -92,7 +98,7 @@ class BERT4Rec(SequenceModel):
         # every window predicts at least its last item, the case inference asks for
         none = ~masked.any(1)
         masked[none, -1] = True
-        x = w.masked_fill(masked, self.mask_id)
+        x = w.masked_fill(masked, MASK)
         h = self.head(self.encode(x)[masked])  # [P, D]
         W, b = self.item_table()
         return loss_fn(h, W, b, w[masked])

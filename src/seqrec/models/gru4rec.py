@@ -27,10 +27,9 @@ class GRU4Rec(SequenceModel):
     name = "gru4rec"
     config_class = GRU4RecConfig
 
-    def __init__(self, config: GRU4RecConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
-        self.embed = nn.Embedding(n_items + 1, config.embed_dim, padding_idx=0)
-        nn.init.normal_(self.embed.weight, std=config.embed_dim**-0.5)
+    def __init__(self, config: GRU4RecConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
+        self.items = self.item_encoder(config.embed_dim)
         self.drop = Dropout(config.dropout)
         self.gru = nn.GRU(
             config.embed_dim, config.hidden_dim, num_layers=config.num_layers, batch_first=True,
@@ -39,11 +38,11 @@ class GRU4Rec(SequenceModel):
         self.proj = nn.Linear(config.hidden_dim, config.embed_dim)
 
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        x = self.drop(self.embed(seq))  # [B, L, E]
+        x = self.drop(self.items(seq))  # [B, L, E]
         return self.proj(self.drop(run_rnn(self.gru, x, seq)))  # [B, L, E]
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq)[:, -1]  # [B, E]
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.embed.weight, None  # [N+1, E]
+        return self.items.table(), None  # [N+1, E]

@@ -75,27 +75,24 @@ class HSTU(SequenceModel):
     config_class = HSTUConfig
     uses_time = True
 
-    def __init__(self, config: HSTUConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
+    def __init__(self, config: HSTUConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
         if config.d_model % config.n_heads:
             raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
         d = config.d_model
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.items = self.item_encoder(d)
         self.pos_emb = nn.Embedding(config.max_len, d)
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.n_blocks))
         self.ln_f = nn.LayerNorm(d)
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
 
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         B, L = seq.shape
         real = seq > 0  # [B, L]
         cols = torch.arange(L, device=seq.device)
         pos = (L - 1 - cols).clamp(max=self.max_len - 1)  # [L] from the end
-        x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
+        x = self.items(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
         x = self.drop(x) * real[:, :, None]
         allowed = causal_mask(real).float()  # [B, 1, L, L]
         dist = (cols[:, None] - cols[None, :]).clamp(0, self.max_len - 1)  # [L, L]
@@ -112,4 +109,4 @@ class HSTU(SequenceModel):
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.item_emb.weight, None  # [N+1, D]
+        return self.items.table(), None  # [N+1, D]

@@ -44,25 +44,31 @@ class LSTMRec(SequenceModel):
     name = "lstm"
     config_class = LSTMConfig
 
-    def __init__(self, config: LSTMConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
-        self.embed = nn.Embedding(n_items + 1, config.embed_dim, padding_idx=0)
+    def __init__(self, config: LSTMConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
+        self.items = self.item_encoder(config.embed_dim, init_std=1.0)  # as nn.Embedding's default
         self.drop = Dropout(config.dropout)
         self.lstm = nn.LSTM(
             config.embed_dim, config.hidden_dim, num_layers=config.num_layers, batch_first=True,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
-        self.out = nn.Linear(config.hidden_dim, n_items + 1)
+        if config.fusion.mode == "id":  # the original design: a softmax layer over the item ids
+            self.out = nn.Linear(config.hidden_dim, n_items + 1)
+        else:  # content-aware items: project the state and score it against the item encoder
+            self.out_proj = nn.Linear(config.hidden_dim, config.embed_dim)
 
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        x = self.drop(self.embed(seq))  # [B, L, E]
-        return self.drop(run_rnn(self.lstm, x, seq))  # [B, L, H]
+        x = self.drop(self.items(seq))  # [B, L, E]
+        h = self.drop(run_rnn(self.lstm, x, seq))  # [B, L, H]
+        return h if self.config.fusion.mode == "id" else self.out_proj(h)  # [B, L, H or E]
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        return self.encode(seq)[:, -1]  # [B, H]
+        return self.encode(seq)[:, -1]  # [B, H or E]
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.out.weight, self.out.bias  # [N+1, H], [N+1]
+        if self.config.fusion.mode == "id":
+            return self.out.weight, self.out.bias  # [N+1, H], [N+1]
+        return self.items.table(), None  # [N+1, E]
 
 
 __all__ = ["LSTMRec", "LSTMConfig", "run_rnn", "torch"]

@@ -28,8 +28,8 @@ class MostPopular(SequenceModel):
     config_class = PopConfig
     trainable = False
 
-    def __init__(self, config: PopConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
+    def __init__(self, config: PopConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
         self.register_buffer("counts", torch.zeros(n_items + 1))
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:

@@ -92,27 +92,24 @@ class SASRec(SequenceModel):
     name = "sasrec"
     config_class = SASRecConfig
 
-    def __init__(self, config: SASRecConfig, n_items: int) -> None:
-        super().__init__(config, n_items)
+    def __init__(self, config: SASRecConfig, n_items: int, content=None) -> None:
+        super().__init__(config, n_items, content)
         if config.d_model % config.n_heads:
             raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
         if config.norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {config.norm!r}")
-        self.item_emb = nn.Embedding(n_items + 1, config.d_model, padding_idx=0)
+        self.items = self.item_encoder(config.d_model)
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
         self.drop = Dropout(config.dropout if config.emb_dropout is None else config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
-        nn.init.normal_(self.item_emb.weight, std=config.d_model**-0.5)
         nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
 
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         B, L = seq.shape
         real = seq > 0  # [B, L]
         pos = positions_from_end(L, self.max_len, seq.device)  # [L]
-        x = self.item_emb(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
+        x = self.items(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
         x = self.drop(x) * real[:, :, None]
         allowed = causal_mask(real)  # [B, 1, L, L]
         for block in self.blocks:
@@ -127,4 +124,4 @@ class SASRec(SequenceModel):
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.item_emb.weight, None  # [N+1, D]
+        return self.items.table(), None  # [N+1, D]
