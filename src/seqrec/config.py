@@ -60,6 +60,12 @@ class DataConfig:
     """Temporal split: share of the time range's events (by quantile) in the validation period."""
     test_fraction: float = 0.1
     """Temporal split: share of events (by quantile) in the test period, the latest ones."""
+    cold_items: float = 0.0
+    """Cold-item protocol: share of items held out of training entirely (0 = off)."""
+    cold_users: float = 0.0
+    """Cold-user protocol: share of users held out of training, evaluated after 1, 2, 3 events."""
+    cold_seed: int = 0
+    """Seed of the cold-start draws."""
 
 
 @dataclass

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seqrec.artifact import save_artifact
 from seqrec.config import RunConfig
-from seqrec.errors import ConfigError
 from seqrec.data import datasets
 from seqrec.data.log import ItemCatalog
 from seqrec.data.preprocess import preprocess
 from seqrec.data.split import Split, make_split
+from seqrec.errors import ConfigError
 from seqrec.evaluate.protocol import evaluate
 from seqrec.models import build_model, model_config
 from seqrec.models.base import SequenceModel
@@ -46,7 +48,8 @@ class RunResult:
     protocol: dict[str, Any]
     artifact: Path | None
     data_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    segments: dict[str, Any] = field(default_factory=dict)
+    """Cold-start protocol metrics (cold vs. warm items, cold users after k events), if any."""
 
 
 def prepare(cfg: RunConfig, data_dir: Path | None = None) -> Prepared:
@@ -80,6 +83,20 @@ def item_features(cfg: RunConfig, prepared: Prepared, progress: bool = True) -> 
         raise ConfigError(f"none of the {n} items is in the item catalog of {prepared.name!r}, so "
                           "they have no content; give a dataset with item metadata, or --content none")
     return feats
+
+
+def cold_start_metrics(model: SequenceModel, split: Split, cfg: RunConfig, test: Any,
+                       device: Any) -> dict[str, Any]:
+    """Test metrics on cold vs. warm target items, and per ``k`` for held-out (cold) users."""
+    out: dict[str, Any] = {}
+    if split.cold_items is not None:
+        cold = np.isin(test.targets, split.cold_items)
+        out["test_cold_items"] = test.segment(cold, cfg.eval.ks)
+        out["test_warm_items"] = test.segment(~cold, cfg.eval.ks)
+    for k in split.cold_users:
+        out[f"cold_users@{k}"] = evaluate(model, split, f"cold-users@{k}", cfg.eval,
+                                          device=device).metrics
+    return out
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -121,7 +138,7 @@ def run(
     if not with_test:  # model selection (tuning): the test split is never looked at
         return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds)
     test = evaluate(model, split, "test", cfg.eval, device=device, progress=progress)  # reported once
-    metrics = {
+    metrics: dict[str, Any] = {
         "valid": valid.metrics,
         "test": test.metrics,
         "best_epoch": result.best_epoch,
@@ -130,6 +147,8 @@ def run(
         "protocol": {**test.protocol, "split": split.protocol, "select_metric":
                      f"validation {cfg.train.select_metric}"},
     }
+    segments = cold_start_metrics(model, split, cfg, test, device)
+    metrics.update(segments)
     artifact = None
     if output is not None:
         report = {"dataset": prepared.name, "preprocess": split.seqs.report, "split": split.protocol}
@@ -141,4 +160,4 @@ def run(
         if workdir is not None and not keep_checkpoints:
             shutil.rmtree(workdir, ignore_errors=True)
     return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,
-                     prepared.seconds)
+                     prepared.seconds, segments)

@@ -53,31 +53,67 @@ class Split:
     valid: EvalSet
     test: EvalSet
     protocol: dict[str, Any] = field(default_factory=dict)
+    train_index: np.ndarray | None = None
+    """When set (cold-start protocols remove events from training), training reads
+    ``seqs.items[train_index]`` and ``train_start``/``train_end`` index into that array."""
+    cold_items: np.ndarray | None = None
+    """Item indices held out of training entirely (cold-item protocol)."""
+    cold_users: dict[int, EvalSet] = field(default_factory=dict)
+    """Cold-user protocol: ``k -> `` users held out of training, their first ``k`` events as input
+    and event ``k + 1`` as the target."""
 
     def eval_set(self, which: str) -> EvalSet:
-        if which not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', got {which!r}")
-        return self.valid if which == "valid" else self.test
+        """``valid``, ``test``, or ``cold-users@k`` (the cold-user protocol with ``k`` events)."""
+        if which == "valid":
+            return self.valid
+        if which == "test":
+            return self.test
+        name, _, k = which.partition("@")
+        if name == "cold-users" and k.isdigit() and int(k) in self.cold_users:
+            return self.cold_users[int(k)]
+        raise ValueError(f"unknown evaluation set {which!r}: valid, test"
+                         + "".join(f", cold-users@{k}" for k in self.cold_users))
 
-    def train_mask(self) -> np.ndarray:
-        """Boolean over ``seqs.items``: True for events inside a user's training range."""
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The items (and timestamps) that ``train_start``/``train_end`` index."""
         seqs = self.seqs
-        pos = np.arange(seqs.n_events)
-        user_of = np.repeat(np.arange(seqs.n_users), seqs.lengths)
-        return (pos >= self.train_start[user_of]) & (pos < self.train_end[user_of])
+        if self.train_index is None:
+            return seqs.items, seqs.times
+        times = None if seqs.times is None else seqs.times[self.train_index]
+        return seqs.items[self.train_index], times
+
+    def train_positions(self) -> np.ndarray:
+        """Positions in ``seqs.items`` of every training event."""
+        lengths = self.train_end - self.train_start
+        user_start = np.repeat(self.train_start, lengths)
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pos = user_start + np.arange(int(lengths.sum())) - first
+        return pos if self.train_index is None else self.train_index[pos]
 
     def train_item_counts(self) -> np.ndarray:
         """``[N+1]`` training interactions per item (index 0, padding, is 0)."""
-        return np.bincount(self.seqs.items[self.train_mask()], minlength=self.seqs.n_items + 1)
+        return np.bincount(self.seqs.items[self.train_positions()], minlength=self.seqs.n_items + 1)
 
     def check_no_leakage(self) -> None:
-        """Assert the split's invariants (targets after inputs, training before validation)."""
-        for name, es in (("valid", self.valid), ("test", self.test)):
+        """Assert the split's invariants: inputs before targets, no target and no held-out user or
+        item in training."""
+        in_train = np.zeros(self.seqs.n_events, dtype=bool)
+        in_train[self.train_positions()] = True
+        sets = [("valid", self.valid), ("test", self.test)]
+        sets += [(f"cold-users@{k}", es) for k, es in self.cold_users.items()]
+        for name, es in sets:
             starts = self.seqs.offsets[es.users]
             assert np.all(es.hist_start == starts), f"{name}: history does not start at the user"
             assert np.all(es.hist_end <= es.tgt_start), f"{name}: a target is inside its input"
             assert np.all(es.tgt_start < es.tgt_end), f"{name}: a user has no target"
-            assert np.all(self.train_end[es.users] <= es.tgt_start), f"{name}: training sees a target"
+            for a, b in zip(es.tgt_start, es.tgt_end):
+                assert not in_train[a:b].any(), f"{name}: training sees a target"
+        for es in self.cold_users.values():
+            for a, b in zip(es.hist_start, es.tgt_end):
+                assert not in_train[a:b].any(), "a cold user's events are in training"
+        if self.cold_items is not None:
+            assert not np.isin(self.seqs.items[in_train], self.cold_items).any(), \
+                "a held-out (cold) item is in training"
 
 
 def leave_one_out(seqs: Sequences) -> Split:
@@ -141,6 +177,53 @@ def temporal(seqs: Sequences, valid_fraction: float, test_fraction: float) -> Sp
     return Split(seqs, start.copy(), v_end, valid, test, protocol)
 
 
+def hold_out_items(split: Split, fraction: float, seed: int) -> Split:
+    """Cold-item protocol: a random ``fraction`` of the items never appears in training (their
+    events are removed from every training range; inputs and targets keep them)."""
+    seqs = split.seqs
+    rng = np.random.default_rng(seed)
+    k = int(round(fraction * seqs.n_items))
+    cold = np.sort(rng.choice(np.arange(1, seqs.n_items + 1), size=k, replace=False))
+    is_cold = np.zeros(seqs.n_items + 1, dtype=bool)
+    is_cold[cold] = True
+    pos = split.train_positions()
+    lengths = split.train_end - split.train_start
+    user_of = np.repeat(np.arange(seqs.n_users), lengths)
+    keep = ~is_cold[seqs.items[pos]]
+    counts = np.bincount(user_of[keep], minlength=seqs.n_users)
+    end = np.cumsum(counts)
+    split.train_index, split.train_start, split.train_end = pos[keep], end - counts, end
+    split.cold_items = cold
+    split.protocol["cold_items"] = {
+        "fraction": fraction, "items": int(k), "seed": seed,
+        "train_events_removed": int((~keep).sum()),
+        "rule": "held-out items are absent from training; histories and targets keep them",
+    }
+    return split
+
+
+def hold_out_users(split: Split, fraction: float, seed: int, ks: tuple[int, ...] = (1, 2, 3)) -> Split:
+    """Cold-user protocol: a random ``fraction`` of the users with more than ``max(ks)`` events is
+    left out of training and of the usual validation/test sets; for each ``k`` they are evaluated
+    with their first ``k`` events as input and event ``k + 1`` as target."""
+    seqs = split.seqs
+    rng = np.random.default_rng(seed + 1)
+    eligible = np.flatnonzero(seqs.lengths > max(ks))
+    cold = np.sort(rng.choice(eligible, size=int(round(fraction * len(eligible))), replace=False))
+    split.train_end = split.train_end.copy()
+    split.train_end[cold] = split.train_start[cold]  # nothing of theirs is trained on
+    keep = lambda es: es.subset(~np.isin(es.users, cold))  # noqa: E731
+    split.valid, split.test = keep(split.valid), keep(split.test)
+    start = seqs.offsets[cold]
+    split.cold_users = {k: EvalSet(cold, start, start + k, start + k, start + k + 1) for k in ks}
+    split.protocol["cold_users"] = {
+        "fraction": fraction, "users": int(len(cold)), "seed": seed, "ks": list(ks),
+        "rule": "held-out users are absent from training and from the usual sets; evaluated "
+                "with their first k events as input and event k+1 as target",
+    }
+    return split
+
+
 def make_split(seqs: Sequences, cfg: DataConfig) -> Split:
     if cfg.split == "leave-one-out":
         split = leave_one_out(seqs)
@@ -148,6 +231,10 @@ def make_split(seqs: Sequences, cfg: DataConfig) -> Split:
         split = temporal(seqs, cfg.valid_fraction, cfg.test_fraction)
     else:
         raise DataError(f"unknown split {cfg.split!r}; choose leave-one-out or temporal")
+    if cfg.cold_items > 0:
+        split = hold_out_items(split, cfg.cold_items, cfg.cold_seed)
+    if cfg.cold_users > 0:
+        split = hold_out_users(split, cfg.cold_users, cfg.cold_seed)
     if len(split.valid) == 0 or len(split.test) == 0:
         raise DataError(f"the {cfg.split} split leaves no user to evaluate "
                         f"({len(split.valid)} validation, {len(split.test)} test users)")

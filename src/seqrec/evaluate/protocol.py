@@ -33,6 +33,19 @@ class EvalResult:
     """0-based rank of each target among all items (``inf`` = masked, not rankable)."""
     offsets: np.ndarray = field(repr=False)
 
+    def segment(self, keep: np.ndarray, ks: list[int]) -> dict[str, float]:
+        """Metrics over the targets where ``keep`` (bool per target) holds; users keep only those
+        targets, and users with none drop out. Adds ``users`` and ``targets`` counts."""
+        user_of = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))[keep]
+        if not keep.any():
+            return {"users": 0, "targets": 0}
+        counts = np.bincount(user_of, minlength=len(self.offsets) - 1)
+        counts = counts[counts > 0]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        out: dict[str, float] = all_metrics(self.ranks[keep], offsets, ks)
+        out.update(users=int(len(counts)), targets=int(keep.sum()))
+        return out
+
     def ranks_frame(self, split: Split) -> pl.DataFrame:
         """One row per (user, target): external ids and the 1-based rank (null if masked)."""
         seqs = split.seqs

@@ -33,19 +33,20 @@ class RecentPopular(MostPopular):
 
     def fit_counts(self, split: Split) -> None:
         cfg: RecentPopConfig = self.config  # type: ignore[assignment]
-        seqs = split.seqs
-        in_train = split.train_mask()
-        if seqs.times is not None:
-            t = seqs.times[in_train]
+        items, times = split.train_arrays()
+        lengths = split.train_end - split.train_start
+        pos = np.concatenate([np.arange(a, b) for a, b in zip(split.train_start, split.train_end)]
+                             + [np.zeros(0, dtype=np.int64)])
+        if times is not None:
+            t = times[pos]
             cut = np.quantile(t, 1 - cfg.window_fraction, method="higher") if len(t) else 0
-            recent = in_train & (seqs.times >= cut)
+            recent = pos[t >= cut]
         else:
-            pos = np.arange(seqs.n_events)
-            user_of = np.repeat(np.arange(seqs.n_users), seqs.lengths)
-            recent = in_train & (pos >= split.train_end[user_of] - cfg.last_per_user)
+            end = np.repeat(split.train_end, lengths)
+            recent = pos[pos >= end - cfg.last_per_user]
         n = self.n_items + 1
-        window = np.bincount(seqs.items[recent], minlength=n).astype(np.float64)
-        overall = np.bincount(seqs.items[in_train], minlength=n).astype(np.float64)
+        window = np.bincount(items[recent], minlength=n).astype(np.float64)
+        overall = np.bincount(items[pos], minlength=n).astype(np.float64)
         # lexicographic (window count, overall count); exact in float32 below 2**24
         score = window * (overall.max() + 1.0) + overall
         score[0] = 0.0

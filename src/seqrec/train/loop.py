@@ -139,10 +139,12 @@ def train(
                         item_counts=torch.from_numpy(split.train_item_counts()))
     dim = model.item_table()[0].shape[1]
 
+    items_tr, times_tr = split.train_arrays()
+
     def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
         r = rows[bi]
-        x, y = train_pairs(seqs.items, split.train_start[r], split.train_end[r], model.max_len)
-        t = train_times(seqs.times, split.train_start[r], split.train_end[r], model.max_len) \
+        x, y = train_pairs(items_tr, split.train_start[r], split.train_end[r], model.max_len)
+        t = train_times(times_tr, split.train_start[r], split.train_end[r], model.max_len) \
             if use_time else None
         flops = encoder_flops(model, x.size, x.shape[1]) + loss_flops(
             cfg.loss, int((y > 0).sum()), seqs.n_items, dim, cfg.negatives)
