@@ -86,6 +86,7 @@ def save_artifact(
     history: list[dict[str, Any]],
     report: dict[str, Any],
     features: Any = None,
+    task: dict[str, Any] | None = None,
 ) -> Path:
     """Write the artifact to ``path`` as a whole: a crash leaves the previous one (or none).
 
@@ -104,6 +105,7 @@ def save_artifact(
             "model": config_dict(model),
             "n_items": model.n_items,
             "run": run_config.to_dict(),
+            **({"task": task} if task else {}),
         })
         items = features.item_ids if features is not None else seqs.items_vocab.ids  # + cold items
         _write_json(tmp / "vocab.json", {"items": items, "users": seqs.users.ids})
@@ -116,6 +118,8 @@ def save_artifact(
             "item_idx": seqs.items,
             "timestamp": pl.Series(seqs.times, dtype=pl.Int64) if seqs.times is not None
             else pl.Series([None] * seqs.n_events, dtype=pl.Int64),
+            "rating": pl.Series(seqs.ratings, dtype=pl.Float64) if seqs.ratings is not None
+            else pl.Series([None] * seqs.n_events, dtype=pl.Float64),
         }).write_parquet(tmp / "interactions.parquet")
         _write_json(tmp / "metrics.json", metrics)
         _write_json(tmp / "history.json", history)
@@ -138,6 +142,11 @@ def load_model(path: Path, config: dict[str, Any], features: Any = None) -> Sequ
     spec = dict(config["model"])
     cls = model_class(spec.pop("name"))
     model = cls(from_dict(cls.config_class, spec, where="model"), config["n_items"], features)
+    task = config.get("task")
+    if task:  # a task head on the encoder (seqrec.tasks)
+        from seqrec.tasks.artifact import wrap_task
+
+        model = wrap_task(model, task, n_items=config["n_items"])
     state = load_file(str(path / "weights.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -166,10 +175,13 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     counts = np.bincount(inter["user_idx"].to_numpy(), minlength=len(users))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     ts = inter["timestamp"]
+    ratings = inter["rating"] if "rating" in inter.columns else None
     report = json.loads((path / "report.json").read_text()) if (path / "report.json").exists() else {}
     seqs = Sequences(users=users, items_vocab=items, offsets=offsets,
                      items=inter["item_idx"].to_numpy().astype(np.int64),
                      times=None if ts.null_count() == len(ts) else ts.to_numpy().astype(np.int64),
+                     ratings=None if ratings is None or ratings.null_count() == len(ratings)
+                     else ratings.to_numpy().astype(np.float32),
                      report=report.get("preprocess", {}))
     catalog = ItemCatalog(pl.read_parquet(path / "catalog.parquet").sort("item_idx"))
     return Artifact(

@@ -219,6 +219,24 @@ class FusionConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What is learnt: the next item (default), an interest profile, or a binary label."""
+
+    name: str = "next-item"
+    """``next-item``, ``interest`` (category distribution of the next items) or ``binary`` (is the
+    next event positive: rating >= ``threshold``)."""
+    horizon: int = 10
+    """Interest: how many next items the profile describes."""
+    field: str = "categories"
+    """Interest: the catalog column holding each item's categories (genres for MovieLens)."""
+    level: int | None = None
+    """Interest: use only this position of each category list (1 for Amazon: Makeup, Hair Care,
+    ...); ``None`` uses every value."""
+    threshold: float = 4.0
+    """Binary: an event is positive when its rating (or label column) is at least this."""
+
+
+@dataclass
 class RunConfig:
     """Everything a training run needs; stored in every artifact as ``config.json``."""
 
@@ -230,6 +248,7 @@ class RunConfig:
     content: ContentConfig | None = None
     """Item content to build (text, attributes, vectors); ``None``: ids only. How the model
     fuses it is ``[model.fusion]``."""
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -316,6 +335,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 
 
+SECTIONS = ("data", "model", "train", "eval", "content", "task")
+
+
 def load_run_config(path: str | Path | None = None) -> RunConfig:
     """A :class:`RunConfig` from a TOML file (sections ``[data]``, ``[model]``, ``[train]``, ``[eval]``).
 
@@ -325,11 +347,11 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
     if path is None:
         return RunConfig()
     raw = load_toml(path)
-    known = {k: raw[k] for k in ("data", "model", "train", "eval") if k in raw}
-    extra = set(raw) - {"data", "model", "train", "eval", "expected", "about", "tune"}
+    known = {k: raw[k] for k in SECTIONS if k in raw}
+    extra = set(raw) - {*SECTIONS, "expected", "about", "tune"}
     if extra:
         raise ConfigError(
-            f"{path}: unknown section(s) {sorted(extra)}; valid: data, model, train, eval, expected, about, tune"
+            f"{path}: unknown section(s) {sorted(extra)}; valid: {', '.join(SECTIONS)}, expected, about, tune"
         )
     return from_dict(RunConfig, known)
 
@@ -359,6 +381,8 @@ def to_toml(tables: dict[str, dict[str, Any]], header: str = "") -> str:
     defaults = RunConfig().to_dict()
     for name, table in tables.items():
         lines.append(f"\n[{name}]")
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        table = {k: v for k, v in table.items() if not isinstance(v, dict)}
         for key, value in table.items():
             if value is None:
                 if name in defaults and key in defaults[name] and defaults[name][key] is not None:
@@ -367,4 +391,7 @@ def to_toml(tables: dict[str, dict[str, Any]], header: str = "") -> str:
                 continue
             bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
             lines.append(f"{key if bare else json.dumps(key)} = {_toml_value(value)}")
+        for key, sub in nested.items():
+            lines.append(f"\n[{name}.{key}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in sub.items() if v is not None]
     return "\n".join(lines).lstrip("\n") + "\n"

@@ -123,6 +123,9 @@ def write_frozen(path: Path, result: TuneResult, metric: str, source: str) -> No
     header = (f"Frozen by `seqrec tune {source}` ({len(result.trials)} trials, validation only).\n"
               f"Best validation {metric}: {result.best_value:.5f}. The test split was not evaluated:\n"
               f"run `seqrec train --config {path.name} --output DIR` and report its test metrics once.")
-    tables = {"data": d["data"], "model": d["model"], "train": d["train"], "eval": d["eval"],
-              "expected": {f"valid_{metric}": round(result.best_value, 5)}}
+    tables = {k: d[k] for k in ("data", "model", "train", "eval")}
+    if d.get("content") is not None:
+        tables["content"] = d["content"]
+    tables["task"] = d["task"]
+    tables["expected"] = {f"valid_{metric}": round(result.best_value, 5)}
     atomic_write_text(path, to_toml(tables, header))

@@ -29,6 +29,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seqrec.fsutil import atomic_write_bytes
 
     art = load_artifact(args.artifact, args.device)
+    if art.run_config.task.name != "next-item":
+        return evaluate_task(art, args)
     cfg = art.run_config.eval
     if args.ks:
         cfg.ks = [int(k) for k in args.ks.split(",")]
@@ -62,4 +64,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"masking: {p['mask_rule']}")
     if args.ranks:
         print(f"per-user ranks written to {args.ranks}")
+    return 0
+
+
+def evaluate_task(art, args: argparse.Namespace) -> int:
+    from seqrec.cli.train import task_rows
+    from seqrec.data.split import make_split
+    from seqrec.tasks.runner import attach_labels, task_evaluate
+
+    split = make_split(art.seqs, art.run_config.data)
+    if art.run_config.task.name == "binary":
+        attach_labels(split, art.run_config.task.threshold)
+    res = task_evaluate(art.model, split, args.split, args.device)
+    if args.json:
+        print_json({**res, "task": art.run_config.task.name, "split": args.split})
+        return 0
+    print(table(task_rows(res)))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from seqrec.cli.common import add_data_dir, data_dir, table
-from seqrec.config import RunConfig, load_run_config, load_toml, tomllib
+from seqrec.config import SECTIONS, RunConfig, load_run_config, load_toml, tomllib
 from seqrec.errors import ConfigError
 from seqrec.models import MODELS
 
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no id embeddings at all: items are their content (transfers to new items)")
     p.add_argument("--fusion", choices=["sigmoid", "gated", "sum"],
                    help="how content and ids are combined (default: gated)")
+    p.add_argument("--task", choices=["next-item", "interest", "binary"],
+                   help="what to learn on the sequence encoder (default next-item)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config value, e.g. --set train.lr=0.003 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
@@ -90,7 +92,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     raw: dict[str, Any] = {}
     if args.config:
         load_run_config(args.config)  # validates the whole file first
-        raw = {k: v for k, v in load_toml(args.config).items() if k in ("data", "model", "train", "eval")}
+        raw = {k: v for k, v in load_toml(args.config).items() if k in SECTIONS}
     data = raw.setdefault("data", {})
     for key, value in (("name", args.data), ("split", args.split), ("format", args.format),
                        ("user_col", args.user_col), ("item_col", args.item_col),
@@ -104,6 +106,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)):
         if value is not None:
             train[key] = value
+    if args.task is not None:
+        raw.setdefault("task", {})["name"] = args.task
     apply_content_flags(raw, args)
     apply_overrides(raw, args.set)
     if "name" not in raw["data"]:
@@ -138,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqrec.pipeline import run
 
     cfg = build_config(args)
+    if cfg.task.name != "next-item":
+        return train_task(cfg, args)
     print(f"training {cfg.model['name']} on {cfg.data.name}", file=sys.stderr)
     result = run(cfg, args.output, data_dir=data_dir(args), resume=args.resume,
                  keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress,
@@ -149,6 +155,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _epoch_line(rec: dict[str, Any]) -> None:
     valid = rec.get("valid") or {}
     loss = "" if rec.get("loss") is None else f" loss {rec['loss']:.4f}"
-    print(f"epoch {rec['epoch']}:{loss} {rec['train_seconds']:.1f}s "
-          f"valid NDCG@10 {valid.get('NDCG@10', float('nan')):.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}",
-          file=sys.stderr, flush=True)
+    shown = [k for k in ("NDCG@10", "HR@10", "KL", "top1_accuracy", "AUC", "log_loss") if k in valid]
+    print(f"epoch {rec['epoch']}:{loss} {rec['train_seconds']:.1f}s valid "
+          + " ".join(f"{k} {valid[k]:.4f}" for k in shown), file=sys.stderr, flush=True)
+
+
+def task_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Model vs. baselines, one row each, from a task's evaluation dict."""
+    keys = [k for k, v in metrics.items() if isinstance(v, float) and k != "neg_KL"]
+    rows = [{"model": "sequence model", **{k: metrics[k] for k in keys}}]
+    for name, v in metrics.items():
+        if name.startswith("baseline_"):
+            rows.append({"model": name.removeprefix("baseline_").replace("_", " ") + " baseline",
+                         **{k: v.get(k) for k in keys}})
+    return rows
+
+
+def train_task(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from seqrec.tasks.runner import run_task
+
+    print(f"training the {cfg.task.name} task on a {cfg.model['name']} encoder, {cfg.data.name}",
+          file=sys.stderr)
+    res = run_task(cfg, args.output, data_dir=data_dir(args), progress=not args.no_progress,
+                   on_epoch=_epoch_line)
+    print(f"test ({res.test.get('users', res.test.get('events'))} users):")
+    print(table(task_rows(res.test)))
+    print(f"\nbest epoch {res.train.best_epoch} ({res.train.stop_reason}); artifact: {args.output}")
+    if cfg.task.name == "interest":
+        print(f"  seqrec profile {args.output} --user <USER_ID>")
+    print(f"  seqrec evaluate {args.output} --split test --json")
+    return 0

@@ -34,6 +34,8 @@ class Sequences:
     times: np.ndarray | None = None
     ratings: np.ndarray | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    """Per-event binary labels (float 0/1) for binary tasks, derived from ``ratings``."""
 
     @property
     def n_users(self) -> int:

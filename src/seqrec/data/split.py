@@ -82,6 +82,13 @@ class Split:
         times = None if seqs.times is None else seqs.times[self.train_index]
         return seqs.items[self.train_index], times
 
+    def train_labels(self) -> np.ndarray:
+        """Per-event labels aligned with :meth:`train_arrays` (binary tasks); an error when the
+        data has none."""
+        if self.seqs.labels is None:
+            raise ValueError("this data has no event labels (ratings or a label column)")
+        return self.seqs.labels if self.train_index is None else self.seqs.labels[self.train_index]
+
     def train_positions(self) -> np.ndarray:
         """Positions in ``seqs.items`` of every training event."""
         lengths = self.train_end - self.train_start

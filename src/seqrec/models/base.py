@@ -86,8 +86,11 @@ class SequenceModel(nn.Module):
         """``[B, L] -> [B, L, D]`` states at every position (sequence models)."""
         raise NotImplementedError
 
+    uses_labels: ClassVar[bool] = False
+    """True for models trained on a per-event label (binary tasks): ``loss(..., labels=)``."""
+
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
-             times: Tensor | None = None) -> Tensor:
+             times: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         """Next-item loss at every real position (``targets > 0``)."""
         h, t = real_positions(self.encode(inputs, times), targets)  # [P, D], [P]
         W, b = self.item_table()

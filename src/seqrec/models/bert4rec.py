@@ -90,7 +90,7 @@ class BERT4Rec(SequenceModel):
         return W, F.pad(self.out_bias, (0, W.shape[0] - self.out_bias.shape[0]))  # cold: no bias
 
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
-             times: Tensor | None = None) -> Tensor:
+             times: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         # the whole window: inputs plus the last target (targets are inputs shifted by one)
         w = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.max_len :]  # [B, L]
         real = w > 0

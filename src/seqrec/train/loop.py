@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec.config import EvalConfig, TrainConfig
-from seqrec.data.batching import length_bucketed_batches, train_pairs, train_times
+from seqrec.data.batching import left_pad, length_bucketed_batches, train_pairs, train_times
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
 from seqrec.losses import make_loss
@@ -103,24 +103,31 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    validate: Callable[[SequenceModel], dict[str, float]] | None = None,
+    select: str | None = None,
 ) -> TrainResult:
     """Fit ``model`` on ``split``'s training ranges; select the epoch by validation ``select_metric``.
+
+    Tasks other than next-item ranking pass their own ``validate`` (model -> metrics on the
+    validation users) and the key to ``select`` (higher is better).
 
     The model ends holding the best epoch's weights. With ``workdir``, a checkpoint is written after
     every epoch; ``resume=True`` continues from it with the same random state, so a resumed run
     gives the same numbers as an uninterrupted one.
     """
-    eval_cfg = selection_eval_config(eval_cfg or EvalConfig(), cfg.select_metric)
+    if validate is None:
+        eval_cfg = selection_eval_config(eval_cfg or EvalConfig(), cfg.select_metric)
+        validate = lambda m: evaluate(m, split, "valid", eval_cfg, device=device).metrics  # noqa: E731
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     model.to(device)
     if not model.trainable:
-        return _fit_counts(model, split, eval_cfg, device, on_epoch)
+        return _fit_counts(model, split, eval_cfg or EvalConfig(), device, on_epoch)
 
     t_start = time.perf_counter()
     result = TrainResult()
-    metric = cfg.select_metric
+    metric = select or cfg.select_metric
     amp = autocast_dtype(cfg.precision, device)
     result.matmul_gflops = measure_matmul_rate(device, amp)
     rng = np.random.default_rng(cfg.seed)
@@ -134,6 +141,7 @@ def train(
         raise ValueError("no user has two training events: nothing to learn from")
     n_pairs = int(np.minimum(lengths[rows] - 1, model.max_len).sum())
     use_time = model.uses_time and seqs.times is not None
+    labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
                         logq=cfg.logq, gbce_t=cfg.gbce_t,
                         item_counts=torch.from_numpy(split.train_item_counts()))
@@ -141,16 +149,17 @@ def train(
 
     items_tr, times_tr = split.train_arrays()
 
-    def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, ...]:
         r = rows[bi]
-        x, y = train_pairs(items_tr, split.train_start[r], split.train_end[r], model.max_len)
-        t = train_times(times_tr, split.train_start[r], split.train_end[r], model.max_len) \
-            if use_time else None
+        start, end = split.train_start[r], split.train_end[r]
+        x, y = train_pairs(items_tr, start, end, model.max_len)
+        t = train_times(times_tr, start, end, model.max_len) if use_time else None
+        # binary tasks: the labels of the whole window [B, L+1] (inputs: [:, :-1], targets: [:, 1:])
+        lab = None if labels_tr is None else left_pad(labels_tr, start, end, model.max_len + 1)
         flops = encoder_flops(model, x.size, x.shape[1]) + loss_flops(
             cfg.loss, int((y > 0).sum()), seqs.n_items, dim, cfg.negatives)
-        return (torch.from_numpy(x).to(device, non_blocking=True),
-                torch.from_numpy(y).to(device, non_blocking=True),
-                None if t is None else torch.from_numpy(t).to(device, non_blocking=True), flops)
+        put = lambda a: None if a is None else torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
+        return put(x), put(y), put(t), put(lab), flops
 
     start_epoch, best_value, bad = 1, -math.inf, 0
     best_state = copy.deepcopy(model.state_dict())
@@ -175,9 +184,9 @@ def train(
         batches = list(length_bucketed_batches(lengths[rows], cfg.batch_size, rng))
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)
-        for x, y, t, f in prefetch(batches, make_batch):
+        for x, y, t, lab, f in prefetch(batches, make_batch):
             with autocast(device, amp):
-                loss = model.loss(x, y, loss_fn, times=t)
+                loss = model.loss(x, y, loss_fn, times=t, labels=lab)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -200,7 +209,7 @@ def train(
         }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            valid = evaluate(model, split, "valid", eval_cfg, device=device).metrics
+            valid = validate(model)
             rec.update(eval_seconds=time.perf_counter() - t1, valid=valid)
             value = valid[metric]
             if value > best_value:
