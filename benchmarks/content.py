@@ -1,0 +1,129 @@
+"""Item content benchmark: ids vs. text vs. fused on Amazon Beauty, with cold items and cold
+users; and the interest / binary tasks on ML-100K against their baselines.
+
+    python benchmarks/content.py                  # everything (about an hour on 2 CPU cores)
+    python benchmarks/content.py --part beauty    # or: tasks
+
+Beauty: SASRec, leave-one-out, full ranking, seen items masked, selection on validation NDCG@10.
+Each item representation is trained twice: on the standard split (overall NDCG@10), and on the
+cold-start split where 10% of the items and 5% of the users never reach training (NDCG@10 on test
+events whose target is a cold vs. a warm item; held-out users after 1, 2, 3 events).
+Writes benchmarks/results/content.json and content.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from seqrec.config import RunConfig
+from seqrec.data.datasets import default_data_dir
+from seqrec.fsutil import atomic_write_text
+from seqrec.pipeline import prepare, run
+from seqrec.tasks.runner import run_task
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TRAIN = {"epochs": 200, "patience": 4, "batch_size": 128, "lr": 3e-3}
+VARIANTS = {
+    "id-only": {"model": {"name": "sasrec"}},
+    "text-only": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},
+                  "content": {"text": True, "attributes": False}},
+    "fused (text+attrs, gated)": {"model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+                                  "content": {"text": True, "attributes": True}},
+}
+COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}
+
+
+def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
+    for protocol, data_extra in (("standard", {}), ("cold-start", COLD)):
+        prepared = None
+        for name, spec in VARIANTS.items():
+            cfg = RunConfig.from_dict({"data": {"name": "beauty", **data_extra}, **spec,
+                                       "train": {**TRAIN, "max_minutes": minutes}})
+            if prepared is None:
+                prepared = prepare(cfg, data_dir)
+            t = time.perf_counter()
+            res = run(cfg, None, prepared=prepared, progress=False,
+                      on_epoch=lambda r, n=name: print(f"  {protocol} {n} epoch {r['epoch']} valid "
+                                                       f"NDCG@10 {r['valid']['NDCG@10']:.4f}", flush=True))
+            row = {"part": "beauty", "protocol": protocol, "variant": name, "test": res.test,
+                   "valid": res.valid, "segments": res.segments, "best_epoch": res.train.best_epoch,
+                   "seconds": time.perf_counter() - t, "config": cfg.to_dict()}
+            rows.append(row)
+            save(rows)
+            print(beauty_table([row]).splitlines()[-1], flush=True)
+
+
+def tasks(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
+    for task in ("interest", "binary"):
+        cfg = RunConfig.from_dict({"data": {"name": "ml-100k"}, "model": {"name": "sasrec", "max_len": 100},
+                                   "task": {"name": task}, "train": {**TRAIN, "max_minutes": minutes}})
+        t = time.perf_counter()
+        res = run_task(cfg, None, data_dir=data_dir, progress=False)
+        rows.append({"part": "tasks", "task": task, "test": res.test, "valid": res.valid,
+                     "best_epoch": res.train.best_epoch, "seconds": time.perf_counter() - t})
+        save(rows)
+
+
+def beauty_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| protocol | item representation | NDCG@10 | HR@10 | warm NDCG@10 | cold NDCG@10 | cold / warm "
+           "| cold users NDCG@10 after 1 / 2 / 3 events |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["part"] != "beauty":
+            continue
+        seg = r["segments"]
+        warm = seg.get("test_warm_items", {}).get("NDCG@10")
+        cold = seg.get("test_cold_items", {}).get("NDCG@10")
+        users = " / ".join(f"{seg[f'cold_users@{k}']['NDCG@10']:.4f}" for k in (1, 2, 3)
+                           if f"cold_users@{k}" in seg) or "-"
+        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        ratio = "-" if not warm or cold is None else f"{cold / warm:.2f}"
+        out.append(f"| {r['protocol']} | {r['variant']} | {r['test']['NDCG@10']:.4f} | "
+                   f"{r['test']['HR@10']:.4f} | {f(warm)} | {f(cold)} | {ratio} | {users} |")
+    return "\n".join(out)
+
+
+def tasks_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| task (ML-100K test) | metric | sequence model | baseline(s) |", "|---|---|---|---|"]
+    for r in rows:
+        if r["part"] != "tasks":
+            continue
+        t = r["test"]
+        if r["task"] == "interest":
+            for m in ("KL", "top1_accuracy"):
+                out.append(f"| interest | {m} | {t[m]:.4f} | global {t['baseline_global'][m]:.4f}; "
+                           f"user history {t['baseline_user_history'][m]:.4f} |")
+        else:
+            for m in ("AUC", "log_loss"):
+                out.append(f"| binary (>= 4 stars) | {m} | {t[m]:.4f} | rates {t['baseline_rates'][m]:.4f} |")
+    return "\n".join(out)
+
+
+def save(rows: list[dict[str, Any]]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "content.json", json.dumps(rows, indent=2, default=str))
+    atomic_write_text(RESULTS / "content.md", beauty_table(rows) + "\n\n" + tasks_table(rows) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["all", "beauty", "tasks"], default="all")
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--max-minutes", type=float, default=12.0, help="training cap per run")
+    args = ap.parse_args()
+    data_dir = args.data_dir or default_data_dir()
+    rows: list[dict[str, Any]] = []
+    if args.part in ("all", "beauty"):
+        beauty(data_dir, args.max_minutes, rows)
+    if args.part in ("all", "tasks"):
+        tasks(data_dir, args.max_minutes, rows)
+    print(beauty_table(rows))
+    print()
+    print(tasks_table(rows))
+
+
+if __name__ == "__main__":
+    main()
