@@ -85,6 +85,9 @@ def test_left_pad_and_train_pairs():
     x, y = train_pairs(items, starts, ends, 2)
     assert x.tolist() == [[2, 3], [0, 5]] and y.tolist() == [[3, 4], [0, 6]]
     assert pad_ragged(items, starts, ends).tolist() == [[1, 2, 3, 4], [5, 6, 0, 0]]
+    empty = np.zeros(0, dtype=np.int64)
+    assert left_pad(empty, np.array([0, 0]), np.array([0, 0]), 5).tolist() == [[0], [0]]
+    assert pad_ragged(empty, np.array([0]), np.array([0])).tolist() == [[0]]
 
 
 def test_bucketed_batches_cover_every_row_once():

@@ -11,7 +11,7 @@ import sys
 
 from seqrec.errors import SeqrecError
 
-COMMANDS = ("data", "train", "quickstart", "evaluate", "recommend")
+COMMANDS = ("data", "train", "quickstart", "evaluate", "recommend", "profile", "tune", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,9 +16,11 @@ def left_pad(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: i
     lengths = np.minimum(ends - starts, max_len)
     width = max(int(lengths.max(initial=0)), 1)
     cols = np.arange(width)
+    if len(items) == 0:  # only empty histories
+        return np.zeros((len(starts), width), dtype=np.int64)
     src = ends[:, None] - width + cols[None, :]  # [B, L]
     real = cols[None, :] >= width - lengths[:, None]
-    return np.where(real, items[np.clip(src, 0, max(len(items) - 1, 0))], 0)
+    return np.where(real, items[np.clip(src, 0, len(items) - 1)], 0)
 
 
 def train_pairs(
@@ -44,9 +46,11 @@ def pad_ragged(items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     lengths = ends - starts
     width = max(int(lengths.max(initial=0)), 1)
     cols = np.arange(width)
+    if len(items) == 0:
+        return np.zeros((len(starts), width), dtype=np.int64)
     src = starts[:, None] + cols[None, :]
     real = cols[None, :] < lengths[:, None]
-    return np.where(real, items[np.clip(src, 0, max(len(items) - 1, 0))], 0)
+    return np.where(real, items[np.clip(src, 0, len(items) - 1)], 0)
 
 
 def length_bucketed_batches(
