@@ -97,3 +97,20 @@ def test_bucketed_batches_cover_every_row_once():
     assert sorted(allrows.tolist()) == list(range(1000))
     again = list(length_bucketed_batches(lengths, 64, np.random.default_rng(1), bucket_batches=4))
     assert all((a == b).all() for a, b in zip(batches, again))  # same seed, same batches
+
+
+def test_training_windows_cover_every_pair_once():
+    from seqrec.data.batching import training_windows
+
+    starts, ends = np.array([0, 10, 30, 31]), np.array([10, 30, 31, 33])
+    s, e = training_windows(starts, ends, 4, "last")
+    assert s.tolist() == [0, 10, 31] and e.tolist() == [10, 30, 33]  # the 1-event range drops
+    s, e = training_windows(starts, ends, 4, "all")
+    pairs = set()
+    for a, b in zip(s, e):
+        assert b - a <= 5
+        x, y = train_pairs(np.arange(40), np.array([a]), np.array([b]), 4)
+        pairs |= {(int(i), int(j)) for i, j in zip(x[0], y[0]) if j > 0}
+    expected = {(i, i + 1) for a, b in zip(starts, ends) for i in range(a, b - 1)} - {(0, 1)}
+    # (train_pairs drops the pair whose input is item 0, i.e. padding here)
+    assert pairs - {(0, 1)} == expected and len(s) == 3 + 5 + 1

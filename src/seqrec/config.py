@@ -109,6 +109,9 @@ class TrainConfig:
     """Sampled softmax: subtract each candidate's log sampling probability from its logit."""
     gbce_t: float = 0.75
     """gBCE calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrates the positive term."""
+    windows: str = "all"
+    """``all``: long histories are cut into ``max_len`` windows so every training pair is used
+    each epoch; ``last``: only each user's last ``max_len + 1`` events (the original SASRec)."""
     precision: str = "auto"
     """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``."""
     compile: bool = False

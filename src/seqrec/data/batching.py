@@ -53,6 +53,28 @@ def pad_ragged(items: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     return np.where(real, items[np.clip(src, 0, len(items) - 1)], 0)
 
 
+def training_windows(starts: np.ndarray, ends: np.ndarray, max_len: int, mode: str = "all"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges of at most ``max_len + 1`` events that training reads, from per-user ranges.
+
+    ``last``: each user's last ``max_len + 1`` events (the original SASRec). ``all``: long
+    ranges are cut from the end into windows that overlap by one event, so every (context, next
+    item) pair is trained on exactly once per epoch. Ranges with fewer than 2 events are dropped.
+    """
+    n = ends - starts
+    keep = n >= 2
+    s, e = starts[keep], ends[keep]
+    if mode == "last":
+        return s, e
+    if mode != "all":
+        raise ValueError(f"windows must be 'all' or 'last', got {mode!r}")
+    per = np.ceil((e - s - 1) / max_len).astype(np.int64)  # windows per range
+    k = np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per)  # 0, 1, ... per range
+    w_end = np.repeat(e, per) - k * max_len
+    w_start = np.maximum(np.repeat(s, per), w_end - max_len - 1)
+    return w_start, w_end
+
+
 def length_bucketed_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket_batches: int = 32
 ) -> Iterator[np.ndarray]:

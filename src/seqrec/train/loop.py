@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec.config import EvalConfig, TrainConfig
-from seqrec.data.batching import left_pad, length_bucketed_batches, train_pairs, train_times
+from seqrec.data.batching import (left_pad, length_bucketed_batches, train_pairs, train_times,
+                                  training_windows)
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
 from seqrec.losses import make_loss
@@ -135,11 +136,13 @@ def train(
     opt = _optimizer(model, cfg)
     maybe_compile(model, cfg.compile)
     seqs = split.seqs
-    lengths = split.train_end - split.train_start
-    rows = np.flatnonzero(lengths >= 2)  # users with at least one (context, next item) pair
-    if len(rows) == 0:
+    # what each batch row reads: windows of <= max_len + 1 training events
+    win_start, win_end = training_windows(split.train_start, split.train_end, model.max_len,
+                                          cfg.windows)
+    if len(win_start) == 0:
         raise ValueError("no user has two training events: nothing to learn from")
-    n_pairs = int(np.minimum(lengths[rows] - 1, model.max_len).sum())
+    lengths = win_end - win_start
+    n_pairs = int(np.minimum(lengths - 1, model.max_len).sum())
     use_time = model.uses_time and seqs.times is not None
     labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
@@ -150,8 +153,7 @@ def train(
     items_tr, times_tr = split.train_arrays()
 
     def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, ...]:
-        r = rows[bi]
-        start, end = split.train_start[r], split.train_end[r]
+        start, end = win_start[bi], win_end[bi]
         x, y = train_pairs(items_tr, start, end, model.max_len)
         t = train_times(times_tr, start, end, model.max_len) if use_time else None
         # binary tasks: the labels of the whole window [B, L+1] (inputs: [:, :-1], targets: [:, 1:])
@@ -181,7 +183,7 @@ def train(
         model.train()
         t0 = time.perf_counter()
         total, steps, flops = 0.0, 0, 0.0
-        batches = list(length_bucketed_batches(lengths[rows], cfg.batch_size, rng))
+        batches = list(length_bucketed_batches(lengths, cfg.batch_size, rng))
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)
         for x, y, t, lab, f in prefetch(batches, make_batch):
