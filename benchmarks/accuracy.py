@@ -28,7 +28,7 @@ from seqrec.pipeline import prepare, run
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Training settings per (dataset, model), chosen on validation only. Shared defaults first.
-TRAIN = {"epochs": 200, "patience": 5, "batch_size": 128, "lr": 3e-3}
+TRAIN = {"epochs": 200, "patience": 5, "batch_size": 256, "lr": 3e-3}
 SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("ml-1m", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
     ("ml-1m", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},

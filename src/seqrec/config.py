@@ -74,8 +74,8 @@ class TrainConfig:
 
     epochs: int = 200
     """Upper bound on epochs; early stopping usually ends sooner."""
-    batch_size: int = 128
-    """Users (sequences) per batch."""
+    batch_size: int = 256
+    """Sequences (user windows) per batch."""
     lr: float = 3e-3
     """AdamW learning rate."""
     weight_decay: float = 0.0
