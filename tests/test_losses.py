@@ -34,3 +34,19 @@ def test_gradcheck_small_chunks():
     # stored blocks are consumed by the first backward; a repeated backward recomputes them
     assert torch.autograd.gradcheck(lambda h, W, b: _ChunkedSoftmaxCE.apply(h, W, b, t, 4), (h, W, b),
                                     nondet_tol=1e-10)
+
+
+def test_label_smoothing_matches_pytorch():
+    from seqrec.losses import smoothed_softmax_ce
+
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(11, 8, generator=g, requires_grad=True)
+    W = torch.randn(301, 8, generator=g, requires_grad=True)
+    t = torch.randint(1, 301, (11,), generator=g)
+    got = smoothed_softmax_ce(h, W, None, t, 0.2)
+    ref = torch.nn.functional.cross_entropy(h @ W[1:].T, t - 1, label_smoothing=0.2)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    ga = torch.autograd.grad(got, [h, W])
+    gr = torch.autograd.grad(ref, [h, W])
+    for a, r in zip(ga, gr):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)

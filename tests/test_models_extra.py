@@ -60,3 +60,9 @@ def test_hstu_trains_with_timestamps():
     cfg = TrainConfig(epochs=40, batch_size=64, lr=1e-2, patience=40, device="cpu", eval_every=10)
     train(model, split, cfg, EvalConfig(ks=[1]), progress=False)
     assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.95
+
+
+def test_sasrec_cosine_scores_are_bounded_by_the_temperature():
+    m = build_model({"name": "sasrec", "temperature": 0.1, "dropout": 0.0}, 20, 0).eval()
+    s = m.scores(torch.tensor([[1, 2, 3]]))[0, 1:]
+    assert s.abs().max() <= 10.0 + 1e-4

@@ -107,6 +107,8 @@ class TrainConfig:
     targets, i.e. in proportion to popularity)."""
     logq: bool = True
     """Sampled softmax: subtract each candidate's log sampling probability from its logit."""
+    label_smoothing: float = 0.0
+    """Full softmax: the share of the target's probability spread evenly over all items."""
     gbce_t: float = 0.75
     """gBCE calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrates the positive term."""
     windows: str = "all"

@@ -187,10 +187,25 @@ def gbce_beta(n_neg: int, n_items: int, t: float) -> float:
 LossFn = Callable[[Tensor, Tensor, "Tensor | None", Tensor], Tensor]
 
 
+def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, eps: float) -> Tensor:
+    """Full-softmax cross-entropy with label smoothing ``eps``: the target gets ``1 - eps`` and every
+    item ``eps / N``. ``-sum_j q_j log p_j = lse - (1 - eps) s_t - eps mean_j s_j``, so the smoothing
+    costs one mean of the item table on top of :func:`full_softmax_ce`."""
+    ce = full_softmax_ce(h, W, b, targets)  # mean of lse - s_t
+    s_t = (h * W[targets]).sum(1)  # [P]
+    s_mean = h @ W[1:].mean(0)  # [P]
+    if b is not None:
+        s_t, s_mean = s_t + b[targets], s_mean + b[1:].mean()
+    return ce + eps * (s_t - s_mean).float().mean()
+
+
 def make_loss(name: str, *, n_items: int, negatives: int = 256, sampler: str = "uniform",
-              logq: bool = True, gbce_t: float = 0.75, item_counts: Tensor | None = None) -> LossFn:
+              logq: bool = True, gbce_t: float = 0.75, item_counts: Tensor | None = None,
+              label_smoothing: float = 0.0) -> LossFn:
     """The loss menu behind one switch: ``softmax``, ``sampled``, ``bce`` or ``gbce``."""
     if name == "softmax":
+        if label_smoothing > 0:
+            return partial(smoothed_softmax_ce, eps=label_smoothing)
         return full_softmax_ce
     if name not in ("sampled", "bce", "gbce"):
         raise ValueError(f"unknown loss {name!r}; choose one of softmax, sampled, bce, gbce")

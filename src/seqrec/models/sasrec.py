@@ -37,6 +37,8 @@ class SASRecConfig(ModelConfig):
     """Dropout on the attention weights (``None``: same as ``dropout``)."""
     norm: str = "pre"
     """``pre`` (x + f(LN(x)), stable when deep) or ``post`` (LN(x + f(x)), the original Transformer)."""
+    temperature: float | None = None
+    """Score by cosine similarity divided by this temperature (``None``: plain dot product)."""
 
 
 class Block(nn.Module):
@@ -105,7 +107,8 @@ class SASRec(SequenceModel):
         self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
         nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
 
-    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+    def encode_states(self, seq: Tensor) -> Tensor:
+        """``[B, L] -> [B, L, D]``: the transformer's output states."""
         B, L = seq.shape
         real = seq > 0  # [B, L]
         pos = positions_from_end(L, self.max_len, seq.device)  # [L]
@@ -116,6 +119,11 @@ class SASRec(SequenceModel):
             x = block(x, allowed)
         return self.ln_f(x)  # [B, L, D]
 
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        h = self.encode_states(seq)  # [B, L, D]
+        t = self.config.temperature
+        return h if t is None else F.normalize(h, dim=-1) / t
+
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq)[:, -1]  # [B, D]
 
@@ -124,4 +132,5 @@ class SASRec(SequenceModel):
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.items.table(), None  # [N+1, D]
+        W = self.items.table()  # [N+1, D]
+        return (W, None) if self.config.temperature is None else (F.normalize(W, dim=-1), None)

@@ -146,7 +146,7 @@ def train(
     use_time = model.uses_time and seqs.times is not None
     labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
-                        logq=cfg.logq, gbce_t=cfg.gbce_t,
+                        logq=cfg.logq, gbce_t=cfg.gbce_t, label_smoothing=cfg.label_smoothing,
                         item_counts=torch.from_numpy(split.train_item_counts()))
     dim = model.item_table()[0].shape[1]
 
