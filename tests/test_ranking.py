@@ -69,3 +69,11 @@ def test_bias_is_added():
     b = torch.tensor([0.0, 1.0, 5.0, 2.0])
     _, _, i = rank_and_topk(q, W, b, k=3)
     assert i[0].tolist() == [2, 3, 1]
+
+
+def test_nan_scores_are_never_ranked_above_anything():
+    q = torch.ones(2, 1)
+    W = torch.tensor([[0.0], [float("nan")], [2.0], [1.0]])
+    ranks, s, i = rank_and_topk(q, W, None, targets=torch.tensor([[3], [1]]), k=3)
+    assert i[0].tolist()[:2] == [2, 3]
+    assert ranks[0, 0] == 1.0 and torch.isinf(ranks[1, 0])  # a NaN-scored target is a miss

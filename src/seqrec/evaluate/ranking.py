@@ -106,6 +106,7 @@ def rank_and_topk(
             torch.mm(q, W[start:stop].T, out=s)  # [B, C]
         else:
             torch.addmm(b[start:stop], q, W[start:stop].T, out=s)
+        s.nan_to_num_(nan=NEG_INF)  # a diverged model's NaN scores are never ranked above anything
         _mask_chunk(s, start, seen)
         if t_score is not None:
             # a target's reference score is its own entry of this very matmul when it lies in the

@@ -186,10 +186,19 @@ def train(
         batches = list(length_bucketed_batches(lengths, cfg.batch_size, rng))
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)
+        skipped = 0
         for x, y, t, lab, f in prefetch(batches, make_batch):
             with autocast(device, amp):
                 loss = model.loss(x, y, loss_fn, times=t, labels=lab)
             opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):  # one bad batch must not turn every weight into NaN
+                skipped += 1
+                if skipped > max(3, len(batches) // 20):
+                    raise FloatingPointError(
+                        f"the training loss is not finite ({loss.item()}) in {skipped} batches of "
+                        f"epoch {epoch}: lower the learning rate (train.lr = {cfg.lr})")
+                log.warning("epoch %d: non-finite loss, batch skipped", epoch)
+                continue
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -205,6 +214,7 @@ def train(
         train_s = time.perf_counter() - t0
         rec: dict[str, Any] = {
             "epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_s,
+            "skipped_batches": skipped,
             "pairs_per_second": n_pairs / train_s, "flops": flops,
             "gflops_per_second": flops / train_s / 1e9,
             "floor_seconds": flops / (result.matmul_gflops * 1e9),
