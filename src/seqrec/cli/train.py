@@ -162,7 +162,7 @@ def _epoch_line(rec: dict[str, Any]) -> None:
 
 def task_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Model vs. baselines, one row each, from a task's evaluation dict."""
-    keys = [k for k, v in metrics.items() if isinstance(v, float) and k != "neg_KL"]
+    keys = [k for k, v in metrics.items() if isinstance(v, float) and not k.startswith("neg_")]
     rows = [{"model": "sequence model", **{k: metrics[k] for k in keys}}]
     for name, v in metrics.items():
         if name.startswith("baseline_"):

@@ -151,6 +151,7 @@ def evaluate_binary(model: BinaryModel, split: Split, which: str, device: Any = 
     y = seqs.labels[es.tgt_start]
     out = {"AUC": auc(y, p), "log_loss": log_loss(y, p), "accuracy": float(((p > 0.5) == (y > 0.5)).mean()),
            "events": int(len(y)), "positive_rate": float(y.mean())}
+    out["neg_log_loss"] = -out["log_loss"]  # selection key: a proper score, higher is better
     baseline = baseline or RateBaseline(split)
     pb = baseline.predict(es.users, seqs.items[es.tgt_start])
     out["baseline_rates"] = {"AUC": auc(y, pb), "log_loss": log_loss(y, pb),

@@ -21,7 +21,7 @@ from seqrec.tasks.binary import BinaryModel, RateBaseline, evaluate_binary
 from seqrec.tasks.interest import InterestModel, category_matrix, evaluate_interest
 from seqrec.train.loop import TrainResult, resolve_device, train
 
-SELECT = {"interest": "neg_KL", "binary": "AUC"}
+SELECT = {"interest": "neg_KL", "binary": "neg_log_loss"}
 
 
 @dataclass
