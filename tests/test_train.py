@@ -99,3 +99,14 @@ def test_no_training_pairs_is_an_error():
     model = build_model(SPEC, sp.seqs.n_items, 0)
     with pytest.raises(ValueError, match="nothing to learn"):
         train(model, sp, TrainConfig(device="cpu"), progress=False)
+
+
+def test_lr_schedule():
+    from seqrec.train.loop import lr_factor
+
+    cfg = TrainConfig(epochs=10, lr_schedule="cosine", warmup_epochs=1)
+    assert lr_factor(cfg, 0, 10) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 10 + 45, 10) == pytest.approx(0.5)
+    assert lr_factor(cfg, 99, 10) < 0.01
+    assert lr_factor(TrainConfig(), 1234, 10) == 1.0

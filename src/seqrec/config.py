@@ -78,6 +78,11 @@ class TrainConfig:
     """Sequences (user windows) per batch."""
     lr: float = 3e-3
     """AdamW learning rate."""
+    lr_schedule: str = "constant"
+    """``constant``, or ``cosine``: one cosine decay to 0 over ``epochs`` (early stopping may end
+    it sooner), after ``warmup_epochs`` of linear warm-up."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up length (fractions of an epoch allowed)."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases, norms and embeddings)."""
     grad_clip: float = 1.0

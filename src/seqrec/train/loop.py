@@ -79,6 +79,19 @@ def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The multiplier of ``cfg.lr`` at optimiser ``step`` (0-based)."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be constant or cosine, got {cfg.lr_schedule!r}")
+    total = max(cfg.epochs * steps_per_epoch - warm, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warm) / total, 1.0)))
+
+
 def _fit_counts(model: SequenceModel, split: Split, eval_cfg: EvalConfig, device: torch.device,
                 on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     t0 = time.perf_counter()
@@ -202,6 +215,8 @@ def train(
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, (epoch - 1) * len(batches) + steps, len(batches))
             opt.step()
             total += loss.item()
             steps += 1
