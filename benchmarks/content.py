@@ -26,7 +26,7 @@ from seqrec.pipeline import prepare, run
 from seqrec.tasks.runner import run_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TRAIN = {"epochs": 200, "patience": 4, "batch_size": 128, "lr": 3e-3}
+TRAIN = {"epochs": 200, "patience": 4, "batch_size": 256, "lr": 3e-3}
 VARIANTS = {
     "id-only": {"model": {"name": "sasrec"}},
     "text-only": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},

@@ -210,7 +210,7 @@ def load(url: str, **kw: Any) -> dict[str, Any]:
 def bench_beauty(artifact: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     vocab = json.loads((artifact / "vocab.json").read_text())
     server = Server(artifact, f"sqlite:{work / 'beauty.sqlite3'}", work / "beauty-server.log",
-                    "--threads", str(args.threads))
+                    "--threads", str(args.threads), *args.server_arg)
     try:
         res = load(server.url, rate=args.rate, duration=args.duration, warmup=args.warmup,
                    users=vocab["users"], items=vocab["items"], event_share=args.event_share,
@@ -357,7 +357,7 @@ def bench_million(beauty: Path, work: Path, args: argparse.Namespace) -> dict[st
         "ann_search_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 3),
         "ann_search_p99_ms": round(float(np.percentile(lat, 99)) * 1000, 3),
     }
-    extra = ["--index-cache", str(cache), "--threads", str(args.threads)]
+    extra = ["--index-cache", str(cache), "--threads", str(args.threads), *args.server_arg]
     if args.nprobe:
         extra += ["--nprobe", str(args.nprobe)]
     t = time.perf_counter()
@@ -412,6 +412,9 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--event-share", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=1, help="server inference threads")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="one more argument for `seqrec serve` (repeat: --server-arg=--switch-interval-ms "
+                        "--server-arg=5)")
     p.add_argument("--million-items", type=int, default=1_000_000)
     p.add_argument("--nprobe", type=int, default=None)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
@@ -423,7 +426,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "load_average_before": os.getloadavg()},
-        "artifact": str(args.artifact),
+        "artifact": str(args.artifact), "server_args": ["--threads", str(args.threads), *args.server_arg],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name, run in (("beauty", bench_beauty), ("batching", bench_batching),

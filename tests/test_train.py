@@ -110,3 +110,62 @@ def test_lr_schedule():
     assert lr_factor(cfg, 10 + 45, 10) == pytest.approx(0.5)
     assert lr_factor(cfg, 99, 10) < 0.01
     assert lr_factor(TrainConfig(), 1234, 10) == 1.0
+
+
+def _count_batches(sp):
+    counter, counted = build_model(SPEC, sp.seqs.n_items, 0), {"n": 0}
+    real = counter.loss
+
+    def count(*a, **kw):
+        counted["n"] += 1
+        return real(*a, **kw)
+
+    counter.loss = count
+    run(1, model=counter, sp=sp)
+    return counted["n"]
+
+
+def test_divergence_keeps_the_best_epoch():
+    """A loss that turns NaN after epoch 2 stops training with advice; epoch 2's weights are kept."""
+    sp = split()
+    n_batches = _count_batches(sp)
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    real_loss, calls = model.loss, {"n": 0}
+
+    def loss(*a, **kw):
+        calls["n"] += 1
+        out = real_loss(*a, **kw)
+        return out * float("nan") if calls["n"] > 2 * n_batches else out
+
+    model.loss = loss
+    _, res = run(5, model=model, sp=sp)
+    assert res.stop_reason.startswith("diverged") and "lower the learning rate" in res.stop_reason
+    assert res.best_epoch == 2 and len(res.history) == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_gradient_with_finite_loss_is_skipped():
+    sp = split()
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    real_loss, calls = model.loss, {"n": 0}
+
+    def loss(*a, **kw):
+        calls["n"] += 1
+        out = real_loss(*a, **kw)
+        if calls["n"] == 2:  # finite value, NaN gradient
+            out.register_hook(lambda g: g * float("nan"))
+        return out
+
+    model.loss = loss
+    _, res = run(1, model=model, sp=sp)
+    assert res.history[0]["skipped_batches"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_divergence_before_any_evaluation_raises():
+    sp = split()
+    model = build_model(SPEC, sp.seqs.n_items, 0)
+    real_loss = model.loss
+    model.loss = lambda *a, **kw: real_loss(*a, **kw) * float("nan")
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        run(2, model=model, sp=sp)

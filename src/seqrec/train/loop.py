@@ -199,22 +199,26 @@ def train(
         batches = list(length_bucketed_batches(lengths, cfg.batch_size, rng))
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=not progress,
                    leave=False)
-        skipped = 0
+        skipped, diverged = 0, False
         for x, y, t, lab, f in prefetch(batches, make_batch):
             with autocast(device, amp):
                 loss = model.loss(x, y, loss_fn, times=t, labels=lab)
             opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):  # one bad batch must not turn every weight into NaN
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                # the norm is computed anyway; a NaN/inf gradient (finite loss) is skipped too
+                norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                finite = bool(torch.isfinite(norm))
+            if not finite:  # one bad batch must not turn every weight into NaN
+                opt.zero_grad(set_to_none=True)
                 skipped += 1
+                log.warning("epoch %d: non-finite loss or gradient, batch skipped", epoch)
                 if skipped > max(3, len(batches) // 20):
-                    raise FloatingPointError(
-                        f"the training loss is not finite ({loss.item()}) in {skipped} batches of "
-                        f"epoch {epoch}: lower the learning rate (train.lr = {cfg.lr})")
-                log.warning("epoch %d: non-finite loss, batch skipped", epoch)
+                    diverged = True
+                    break
                 continue
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, (epoch - 1) * len(batches) + steps, len(batches))
             opt.step()
@@ -226,6 +230,14 @@ def train(
                 bar.set_postfix(loss=f"{total / steps:.4f}",
                                 items_s=f"{n_pairs * steps / len(batches) / (time.perf_counter() - t0):,.0f}")
         bar.close()
+        if diverged:
+            advice = (f"the training loss or gradient was not finite in {skipped} batches of epoch "
+                      f"{epoch}: lower the learning rate (train.lr = {cfg.lr})")
+            if result.best_epoch == 0:  # nothing evaluated yet: no model worth keeping
+                raise FloatingPointError(advice)
+            result.stop_reason = f"diverged: {advice}; kept epoch {result.best_epoch}"
+            log.error("%s", result.stop_reason)
+            break
         train_s = time.perf_counter() - t0
         rec: dict[str, Any] = {
             "epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_s,

@@ -1,0 +1,58 @@
+"""The frozen configs in ``configs/``: each loads, says how to run it and what it must reproduce;
+and ``benchmarks/freeze.py`` writes a config that reads back to the run it froze."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from seqrec.config import RunConfig, load_run_config, load_toml
+from seqrec.models import model_config
+
+ROOT = Path(__file__).resolve().parent.parent
+FROZEN = sorted((ROOT / "configs").glob("*.toml"))
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
+def test_frozen_config_is_complete(path):
+    cfg = load_run_config(path)
+    raw = load_toml(path)
+    assert path.stem == f"{cfg.model['name']}-{cfg.data.name}"
+    model_config(cfg.model)  # every model field is valid
+    assert cfg.train.max_minutes == 0, "a frozen run must not depend on the machine's speed"
+    assert "run" in raw["about"] and "check" in raw["about"]
+    expected = raw["expected"]
+    assert 0 < expected["tolerance"] < 0.05
+    assert {"valid_NDCG@10", "test_NDCG@10"} <= set(expected)
+
+
+def test_freeze_writes_what_reproduce_reads(tmp_path):
+    freeze = _load_script("freeze")
+    reproduce = _load_script("reproduce")
+    cfg = RunConfig.from_dict({"data": {"name": "ml-100k"}, "model": {"name": "sasrec", "dropout": 0.2},
+                               "train": {"epochs": 50, "max_minutes": 3.0}})
+    row = {"dataset": "ml-100k", "model": "sasrec", "config": cfg.to_dict(), "epochs": 7, "best_epoch": 5,
+           "seconds_per_epoch": 2.0, "total_seconds": 20.0, "stop_reason": "time limit: 3.0 minutes",
+           "valid": {"NDCG@10": 0.1, "HR@10": 0.2}, "test": {"NDCG@10": 0.09, "HR@10": 0.19}}
+    tables = freeze.frozen_tables(row, {"cpu": "x86_64", "threads": 2, "torch": "2"}, "accuracy.json", 0.005)
+    from seqrec.config import to_toml
+
+    path = tmp_path / "sasrec-ml-100k.toml"
+    path.write_text(to_toml(tables))
+    back = load_run_config(path)
+    # a time-capped run is frozen at the epochs it completed, with no cap
+    assert back.train.epochs == 7 and back.train.max_minutes == 0
+    assert back.model["dropout"] == 0.2 and "max_len" in back.model
+    expected = load_toml(path)["expected"]
+    rows = reproduce.compare(expected, {"NDCG@10": 0.102, "HR@10": 0.2}, {"NDCG@10": 0.08, "HR@10": 0.19})
+    ok = {r["metric"]: r["ok"] for r in rows}
+    assert ok == {"valid_NDCG@10": True, "valid_HR@10": True, "test_NDCG@10": False, "test_HR@10": True}
