@@ -3,12 +3,16 @@ users; and the interest / binary tasks on ML-100K against their baselines.
 
     python benchmarks/content.py                  # everything (about an hour on 2 CPU cores)
     python benchmarks/content.py --part beauty    # or: tasks
+    python benchmarks/content.py --part beauty --protocols standard --variants "fused (text+attrs, gated)"
 
 Beauty: SASRec, leave-one-out, full ranking, seen items masked, selection on validation NDCG@10.
-Each item representation is trained twice: on the standard split (overall NDCG@10), and on the
+Each item representation is trained on the standard split (overall NDCG@10), and on the
 cold-start split where 10% of the items and 5% of the users never reach training (NDCG@10 on test
 events whose target is a cold vs. a warm item; held-out users after 1, 2, 3 events).
-Writes benchmarks/results/content.json and content.md.
+The fused model with id dropout (trained to score from content alone for part of the time, which
+cold items need) runs in both; without id dropout only in the standard split, where no item is
+cold. Writes benchmarks/results/content.json and content.md; a run of some parts or variants
+replaces their rows and keeps the others.
 """
 
 from __future__ import annotations
@@ -31,16 +35,31 @@ VARIANTS = {
     "id-only": {"model": {"name": "sasrec"}},
     "text-only": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},
                   "content": {"text": True, "attributes": False}},
-    "fused (text+attrs, gated)": {"model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+    # id dropout trains the fused model to score from content alone, which cold items need
+    "fused (text+attrs, gated, id dropout 0.3)": {
+        "model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+        "content": {"text": True, "attributes": True}},
+    "fused (text+attrs, gated)": {"model": {"name": "sasrec", "fusion": {"mode": "gated"}},
                                   "content": {"text": True, "attributes": True}},
+}
+# which variants each protocol runs: without cold items there is nothing for id dropout to prepare
+PROTOCOL_VARIANTS = {
+    "standard": ["id-only", "text-only", "fused (text+attrs, gated)",
+                 "fused (text+attrs, gated, id dropout 0.3)"],
+    "cold-start": ["id-only", "text-only", "fused (text+attrs, gated, id dropout 0.3)"],
 }
 COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}
 
 
-def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
-    for protocol, data_extra in (("standard", {}), ("cold-start", COLD)):
+def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]], protocols: list[str],
+           variants: list[str] | None) -> None:
+    for protocol in protocols:
+        data_extra = COLD if protocol == "cold-start" else {}
         prepared = None
-        for name, spec in VARIANTS.items():
+        for name in PROTOCOL_VARIANTS[protocol]:
+            if variants and name not in variants:
+                continue
+            spec = VARIANTS[name]
             cfg = RunConfig.from_dict({"data": {"name": "beauty", **data_extra}, **spec,
                                        "train": {**TRAIN, "max_minutes": minutes}})
             if prepared is None:
@@ -49,12 +68,23 @@ def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
             res = run(cfg, None, prepared=prepared, progress=False,
                       on_epoch=lambda r, n=name: print(f"  {protocol} {n} epoch {r['epoch']} valid "
                                                        f"NDCG@10 {r['valid']['NDCG@10']:.4f}", flush=True))
+            hist = [h for h in res.train.history if h.get("loss") is not None]
             row = {"part": "beauty", "protocol": protocol, "variant": name, "test": res.test,
                    "valid": res.valid, "segments": res.segments, "best_epoch": res.train.best_epoch,
+                   "epochs": len(hist), "stop_reason": res.train.stop_reason,
                    "seconds": time.perf_counter() - t, "config": cfg.to_dict()}
-            rows.append(row)
+            merge(rows, row)
             save(rows)
             print(beauty_table([row]).splitlines()[-1], flush=True)
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["part"], row.get("protocol"), row.get("variant"), row.get("task"))
+
+
+def merge(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Replace the row of the same run (a rerun of one part keeps the others' results)."""
+    rows[:] = [r for r in rows if _key(r) != _key(row)] + [row]
 
 
 def tasks(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
@@ -63,14 +93,15 @@ def tasks(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
                                    "task": {"name": task}, "train": {**TRAIN, "max_minutes": minutes}})
         t = time.perf_counter()
         res = run_task(cfg, None, data_dir=data_dir, progress=False)
-        rows.append({"part": "tasks", "task": task, "test": res.test, "valid": res.valid,
+        merge(rows, {"part": "tasks", "task": task, "test": res.test, "valid": res.valid,
                      "best_epoch": res.train.best_epoch, "seconds": time.perf_counter() - t})
         save(rows)
 
 
 def beauty_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| protocol | item representation | NDCG@10 | HR@10 | warm NDCG@10 | cold NDCG@10 | cold / warm "
-           "| cold users NDCG@10 after 1 / 2 / 3 events |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| protocol | item representation | NDCG@10 | HR@10 | valid NDCG@10 | warm NDCG@10 | cold NDCG@10 "
+           "| cold / warm | cold users NDCG@10 after 1 / 2 / 3 events | epochs (best) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["part"] != "beauty":
             continue
@@ -81,8 +112,10 @@ def beauty_table(rows: list[dict[str, Any]]) -> str:
                            if f"cold_users@{k}" in seg) or "-"
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         ratio = "-" if not warm or cold is None else f"{cold / warm:.2f}"
+        epochs = f"{r['epochs']} ({r['best_epoch']})" if "epochs" in r else f"({r['best_epoch']})"
         out.append(f"| {r['protocol']} | {r['variant']} | {r['test']['NDCG@10']:.4f} | "
-                   f"{r['test']['HR@10']:.4f} | {f(warm)} | {f(cold)} | {ratio} | {users} |")
+                   f"{r['test']['HR@10']:.4f} | {r['valid']['NDCG@10']:.4f} | {f(warm)} | {f(cold)} | "
+                   f"{ratio} | {users} | {epochs} |")
     return "\n".join(out)
 
 
@@ -113,11 +146,14 @@ def main() -> None:
     ap.add_argument("--part", choices=["all", "beauty", "tasks"], default="all")
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--max-minutes", type=float, default=12.0, help="training cap per run")
+    ap.add_argument("--protocols", default="standard,cold-start")
+    ap.add_argument("--variants", action="append", help="run only these (repeat); others keep their rows")
     args = ap.parse_args()
     data_dir = args.data_dir or default_data_dir()
-    rows: list[dict[str, Any]] = []
+    old = RESULTS / "content.json"
+    rows: list[dict[str, Any]] = json.loads(old.read_text()) if old.exists() else []
     if args.part in ("all", "beauty"):
-        beauty(data_dir, args.max_minutes, rows)
+        beauty(data_dir, args.max_minutes, rows, args.protocols.split(","), args.variants)
     if args.part in ("all", "tasks"):
         tasks(data_dir, args.max_minutes, rows)
     print(beauty_table(rows))

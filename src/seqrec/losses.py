@@ -35,6 +35,8 @@ def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int) -> Te
     return torch.addmm(b[start:stop], h, W[start:stop].T)
 
 
+# A shifted sum below this falls back to the exact maximum: 1 / s must stay finite in float32.
+_MIN_SUM = 1e-30
 # Above this many stored probabilities the backward pass recomputes them instead (memory bound).
 _STORE_LIMIT = 1 << 27
 
@@ -63,7 +65,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             s += E.sum(1)
             if store:
                 blocks.append(E)
-        if not bool((s > 0).all()):  # underflow: shift by the exact running maximum instead
+        # underflow (or so near it that 1 / s overflows in the backward pass): shift by the exact
+        # running maximum instead
+        if not bool((s > _MIN_SUM).all()):
             blocks, store = [], False
             m = torch.full((P,), float("-inf"), device=h.device, dtype=h.dtype)
             s = torch.zeros(P, device=h.device, dtype=h.dtype)
