@@ -413,8 +413,8 @@ def main() -> int:
     p.add_argument("--event-share", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=1, help="server inference threads")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                   help="one more argument for `seqrec serve` (repeat: --server-arg=--switch-interval-ms "
-                        "--server-arg=5)")
+                   help="one more argument for `seqrec serve` (repeat: --server-arg=--max-batch "
+                        "--server-arg=16)")
     p.add_argument("--million-items", type=int, default=1_000_000)
     p.add_argument("--nprobe", type=int, default=None)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")

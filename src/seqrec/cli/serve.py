@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 from seqrec.errors import SeqrecError
@@ -34,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder where built ANN indexes are kept between starts")
     p.add_argument("--no-incremental", action="store_true",
                    help="re-encode every history instead of continuing cached RNN states")
-    p.add_argument("--switch-interval-ms", type=float, default=0.5,
-                   help="Python's thread switch interval (default 0.5 ms; Python's own is 5 ms)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch / faiss threads of the inference thread (default 1: best latency "
                         "when requests overlap)")
@@ -75,15 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from seqrec.serve.settings import ServeSettings
 
     configure_logging(args.log_format, not args.no_access_log)
-    if not args.switch_interval_ms > 0:
-        raise SeqrecError(f"--switch-interval-ms must be positive, got {args.switch_interval_ms}")
     if args.threads < 1:
         raise SeqrecError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    # Three threads share the GIL (the event loop, the inference thread, the store's writer); at
-    # Python's default 5 ms switch interval one of them can wait that long for another's pure
-    # Python work, which would be most of a request's latency.
-    sys.setswitchinterval(args.switch_interval_ms / 1000)
     try:
         import faiss
 
