@@ -26,7 +26,7 @@ def quickstart_config(fast: bool) -> RunConfig:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train SASRec on Amazon Beauty and compare with popularity")
-    p.add_argument("--fast", action="store_true", help="about one minute instead of about ten")
+    p.add_argument("--fast", action="store_true", help="about one minute instead of about seven")
     p.add_argument("--output", "-o", type=Path, default=Path("artifacts/quickstart-beauty"))
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
