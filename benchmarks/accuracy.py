@@ -97,12 +97,11 @@ def main() -> None:
                       on_epoch=lambda r, m=model, d=dataset: print(
                           f"  {d} {m} epoch {r['epoch']} {r['train_seconds']:.1f}s valid NDCG@10 "
                           f"{r.get('valid', {}).get('NDCG@10', float('nan')):.4f}", flush=True))
-            hist = [h for h in res.train.history if h.get("loss") is not None]
             row = {
                 "dataset": dataset, "model": model, "config": cfg.to_dict(),
-                "test": res.test, "valid": res.valid, "epochs": len(hist) or 1,
+                "test": res.test, "valid": res.valid, "epochs": len(res.train.trained) or 1,
                 "best_epoch": res.train.best_epoch,
-                "seconds_per_epoch": (sum(h["train_seconds"] for h in hist) / len(hist)) if hist else 0.0,
+                "seconds_per_epoch": res.train.seconds_per_epoch,
                 "total_seconds": time.perf_counter() - t0, "stop_reason": res.train.stop_reason,
                 "protocol": res.protocol, "history": res.train.history,
             }

@@ -68,10 +68,9 @@ def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]], protocols
             res = run(cfg, None, prepared=prepared, progress=False,
                       on_epoch=lambda r, n=name: print(f"  {protocol} {n} epoch {r['epoch']} valid "
                                                        f"NDCG@10 {r['valid']['NDCG@10']:.4f}", flush=True))
-            hist = [h for h in res.train.history if h.get("loss") is not None]
             row = {"part": "beauty", "protocol": protocol, "variant": name, "test": res.test,
                    "valid": res.valid, "segments": res.segments, "best_epoch": res.train.best_epoch,
-                   "epochs": len(hist), "stop_reason": res.train.stop_reason,
+                   "epochs": len(res.train.trained), "stop_reason": res.train.stop_reason,
                    "seconds": time.perf_counter() - t, "config": cfg.to_dict()}
             merge(rows, row)
             save(rows)

@@ -80,10 +80,9 @@ def main() -> None:
                       on_epoch=lambda r, d=dataset, s=size: print(
                           f"  {d} {s} epoch {r['epoch']} {r['train_seconds']:.0f}s valid NDCG@10 "
                           f"{r['valid']['NDCG@10']:.4f}", flush=True))
-            hist = [h for h in res.train.history if h.get("loss") is not None]
             row = {"dataset": dataset, "size": size, "config": cfg.to_dict(), "params": n_params(res.model),
-                   "test": res.test, "valid": res.valid, "epochs": len(hist), "best_epoch": res.train.best_epoch,
-                   "seconds_per_epoch": sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
+                   "test": res.test, "valid": res.valid, "epochs": len(res.train.trained), "best_epoch": res.train.best_epoch,
+                   "seconds_per_epoch": res.train.seconds_per_epoch,
                    "train_seconds": res.train.seconds, "stop_reason": res.train.stop_reason,
                    "total_seconds": time.perf_counter() - t}
             rows = [r for r in rows if (r["dataset"], r["size"]) != (dataset, size)] + [row]

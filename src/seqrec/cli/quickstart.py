@@ -62,15 +62,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     sas = run(cfg, args.output, prepared=prepared, progress=not args.no_progress, on_epoch=_epoch_line)
     rows = []
     for name, r in (("MostPopular", pop), ("SASRec", sas)):
-        hist = [h for h in r.train.history if h.get("loss") is not None]
         rows.append({
             "model": name,
             "valid NDCG@10": r.valid["NDCG@10"],
             "test HR@10": r.test["HR@10"],
             "test NDCG@10": r.test["NDCG@10"],
             "test MRR@10": r.test["MRR@10"],
-            "epochs": len(hist),
-            "s/epoch": (sum(h["train_seconds"] for h in hist) / len(hist)) if hist else 0.0,
+            "epochs": len(r.train.trained),
+            "s/epoch": r.train.seconds_per_epoch,
             "train s": r.train.seconds,
         })
     print()

@@ -47,6 +47,16 @@ class TrainResult:
     matmul_gflops: float = 0.0
     """The machine's measured matrix-multiply rate (GFLOP/s) in the training precision."""
 
+    @property
+    def trained(self) -> list[dict[str, Any]]:
+        """The epochs that trained (count-based models fit in one pass and have none)."""
+        return [h for h in self.history if h.get("loss") is not None]
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        t = [h["train_seconds"] for h in self.trained]
+        return sum(t) / len(t) if t else 0.0
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
