@@ -136,6 +136,24 @@ def test_fused_modes_give_new_items_a_zero_id_part(mode, small, big):
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
+def test_forgotten_ids_encode_like_items_without_one(mode, small):
+    """The cold-item protocol's held-out items: in fused modes their vector is content only,
+    exactly as for an item beyond the catalog; id and content modes are unchanged."""
+    enc = make(mode, small).eval()
+    before = enc.table().detach()
+    enc.forget_ids([2, 4])
+    after = enc.table().detach()
+    rows = torch.tensor([2, 4])
+    if enc.uses_id and enc.uses_content:
+        torch.testing.assert_close(after[rows], enc.encode_content(enc.gather(rows)), rtol=0,
+                                   atol=1e-6)
+    else:
+        torch.testing.assert_close(after[rows], before[rows], rtol=0, atol=0)
+    others = torch.tensor([i for i in range(len(before)) if i not in (2, 4)])
+    torch.testing.assert_close(after[others], before[others], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", FUSION_MODES)
 def test_state_dict_round_trip_through_safetensors(mode, small, big, tmp_path):
     enc = make(mode, small).eval()
     save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(tmp_path / "w.st"))

@@ -69,3 +69,29 @@ def test_loose_bound_gives_finite_exact_gradients():
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(gh, h.grad)
     torch.testing.assert_close(gW, W.grad)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sampled", "bce"])
+def test_excluded_items_are_no_candidates(kind):
+    """The cold-item protocol's loss: held-out rows neither count as negatives nor get gradient;
+    for the full softmax it equals the loss over the catalog without them."""
+    from seqrec.losses import excluding, make_loss
+
+    g = torch.Generator().manual_seed(2)
+    P, N, D = 23, 300, 8
+    h = torch.randn(P, D, generator=g, requires_grad=True)
+    W = torch.randn(N + 1, D, generator=g, requires_grad=True)
+    held = torch.arange(5, N + 1, 7)  # every 7th item from 5 on
+    keep = torch.ones(N + 1, dtype=torch.bool)
+    keep[held] = False
+    t = torch.randint(1, N + 1, (4 * P,), generator=g)
+    t = t[keep[t]][:P]  # training targets are never held-out items
+    torch.manual_seed(0)
+    loss = excluding(make_loss(kind, n_items=N, negatives=64), held)(h, W, None, t)
+    (gW,) = torch.autograd.grad(loss, [W])
+    assert gW[held].abs().sum() == 0
+    assert gW[keep].abs().sum() > 0
+    if kind == "softmax":
+        new_index = torch.cumsum(keep.long(), 0) - 1  # row -> row in the reduced table
+        ref = softmax_ce_reference(h, W[keep], None, new_index[t])
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5)

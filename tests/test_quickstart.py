@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from seqrec.cli import main
 from seqrec.cli.quickstart import quickstart_config

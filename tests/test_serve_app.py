@@ -56,6 +56,18 @@ def test_user_recommendations_are_the_recommenders(client, rec):
     assert client.get("/users/007/recommendations").json()["user_id"] == 7
 
 
+@pytest.mark.parametrize("mode, where", [("auto", "event loop"), ("off", "event loop"),
+                                         ("on", "inference thread")])
+def test_batches_on_the_loop_or_a_thread_give_the_same_answers(artifact, tmp_path, rec, mode, where):
+    with make_client(artifact, tmp_path, inference_thread=mode) as c:
+        assert c.get("/health").json()["batches"] == where  # auto: a thread only for ANN
+        user = rec.users.ids[5]
+        c.post("/events", json={"user_id": user, "item_id": rec.items.ids[9]}, headers=KEY)
+        body = c.get(f"/users/{user}/recommendations", params={"k": 5}).json()
+        want = rec.recommend(list(rec.user_history(user)) + [rec.items.ids[9]], k=5)
+        assert [i["item_id"] for i in body["items"]] == want.items
+
+
 def test_read_your_writes(client, rec):
     user = rec.users.ids[3]
     before = client.get(f"/users/{user}/recommendations", params={"k": 10}).json()
@@ -250,6 +262,31 @@ def test_reload_swaps_the_model_and_keeps_it_on_failure(client, artifact, ml100k
 
 def test_micro_batcher_groups_concurrent_requests_without_mixing_answers():
     seen_batches: list[int] = []
+
+    def run(queries: list[int]) -> list[int]:
+        seen_batches.append(len(queries))
+        return [q * q for q in queries]
+
+    b: MicroBatcher[int, int] = MicroBatcher(lambda: run, max_batch=8, in_loop=True)
+    b.start()
+
+    async def main():
+        first = await b.submit(0)  # a lone request runs on the loop's next turn, alone
+        # 19 requests that arrive together: batches of at most 8, answers not mixed
+        rest = await asyncio.gather(*(b.submit(i) for i in range(1, 20)))
+        return [first, *rest]
+
+    try:
+        assert asyncio.run(main()) == [i * i for i in range(20)]
+    finally:
+        b.stop()
+    assert seen_batches == [1, 8, 8, 3]
+    with pytest.raises(RuntimeError, match="not running"):
+        asyncio.run(b.submit(1))
+
+
+def test_micro_batcher_on_its_own_thread_groups_waiting_requests():
+    seen_batches: list[int] = []
     gate = threading.Event()
 
     def run(queries: list[int]) -> list[int]:
@@ -257,7 +294,7 @@ def test_micro_batcher_groups_concurrent_requests_without_mixing_answers():
         seen_batches.append(len(queries))
         return [q * q for q in queries]
 
-    b: MicroBatcher[int, int] = MicroBatcher(lambda: run, max_batch=8)
+    b: MicroBatcher[int, int] = MicroBatcher(lambda: run, max_batch=8, in_loop=False)
     b.start()
 
     async def main():
@@ -275,7 +312,8 @@ def test_micro_batcher_groups_concurrent_requests_without_mixing_answers():
     assert seen_batches == [1, 8, 8, 3]
 
 
-def test_a_failing_batch_fails_its_requests_only():
+@pytest.mark.parametrize("in_loop", [True, False])
+def test_a_failing_batch_fails_its_requests_only(in_loop):
     calls = []
 
     def run(queries):
@@ -284,7 +322,7 @@ def test_a_failing_batch_fails_its_requests_only():
             raise RuntimeError("boom")
         return queries
 
-    b = MicroBatcher(lambda: run)
+    b = MicroBatcher(lambda: run, in_loop=in_loop)
     b.start()
     try:
         with pytest.raises(RuntimeError, match="boom"):

@@ -100,17 +100,27 @@ def test_bucketed_batches_cover_every_row_once():
 
 
 def test_training_windows_cover_every_pair_once():
-    from seqrec.data.batching import training_windows
+    from seqrec.data.batching import scored_pairs, training_windows
 
     starts, ends = np.array([0, 10, 30, 31]), np.array([10, 30, 31, 33])
-    s, e = training_windows(starts, ends, 4, "last")
+    s, e, n = training_windows(starts, ends, 4, "last")
     assert s.tolist() == [0, 10, 31] and e.tolist() == [10, 30, 33]  # the 1-event range drops
-    s, e = training_windows(starts, ends, 4, "all")
-    pairs = set()
-    for a, b in zip(s, e):
-        assert b - a <= 5
-        x, y = train_pairs(np.arange(40), np.array([a]), np.array([b]), 4)
-        pairs |= {(int(i), int(j)) for i, j in zip(x[0], y[0]) if j > 0}
-    expected = {(i, i + 1) for a, b in zip(starts, ends) for i in range(a, b - 1)} - {(0, 1)}
-    # (train_pairs drops the pair whose input is item 0, i.e. padding here)
-    assert pairs - {(0, 1)} == expected and len(s) == 3 + 5 + 1
+    items = np.arange(1, 41)  # position p holds item p + 1 (0 is padding)
+    expected = {(i + 1, i + 2) for a, b in zip(starts, ends) for i in range(a, b - 1)}
+    for stride, n_windows in [(0, 3 + 5 + 1), (4, 3 + 5 + 1), (2, 4 + 9 + 1), (1, 6 + 16 + 1)]:
+        s, e, n = training_windows(starts, ends, 4, "all", stride)
+        assert len(s) == n_windows
+        pairs: list[tuple[int, int]] = []
+        for a, b, k in zip(s, e, n):
+            assert b - a <= 5
+            x, y = train_pairs(items, np.array([a]), np.array([b]), 4, np.array([k]))
+            for col in np.flatnonzero(y[0] > 0):
+                pairs.append((int(x[0, col]), int(y[0, col])))
+                # an overlapping window scores only targets that see >= max_len - stride context
+                context = int((x[0, : col + 1] > 0).sum())
+                start_of_range = int(x[0, col]) - context in {int(v) for v in starts}
+                assert context >= 4 - (stride or 4) + 1 or start_of_range
+        assert set(pairs) == expected and len(pairs) == len(expected)
+        assert scored_pairs(s, e, n, 4) == len(pairs)
+    with pytest.raises(ValueError, match="stride"):
+        training_windows(starts, ends, 4, "all", 5)

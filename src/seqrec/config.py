@@ -119,6 +119,10 @@ class TrainConfig:
     windows: str = "all"
     """``all``: long histories are cut into ``max_len`` windows so every training pair is used
     each epoch; ``last``: only each user's last ``max_len + 1`` events (the original SASRec)."""
+    window_stride: int = 0
+    """``windows = "all"``: events between the ends of consecutive windows (0 = ``max_len``, no
+    overlap). Smaller strides give every target at least ``max_len - stride`` events of context,
+    each still scored once, for ``max_len / stride`` times the encoder work."""
     precision: str = "auto"
     """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``."""
     compile: bool = False

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -220,6 +221,33 @@ def make_loss(name: str, *, n_items: int, negatives: int = 256, sampler: str = "
         return partial(sampled_softmax, sampler=s, n=negatives, logq=logq)
     beta = 1.0 if name == "bce" else gbce_beta(negatives, n_items, gbce_t)
     return partial(bce, sampler=s, n=negatives, beta=beta)
+
+
+# a logit this far below the rest has probability exactly 0 in float32 (and in bf16)
+_EXCLUDED = -1e4
+
+
+def excluding(loss_fn: LossFn, items: Tensor | np.ndarray) -> LossFn:
+    """``loss_fn`` whose candidate set leaves ``items`` out: their logits get ``-1e4`` (added to the
+    model's bias), so they are never negatives and receive no gradient through the scores.
+
+    The cold-item protocol needs it: held-out items must be as unknown to training as items
+    released after it, yet their rows exist in the table (content models give them vectors), and
+    a softmax over every row would push exactly those never-positive items down.
+    """
+    idx = torch.as_tensor(np.asarray(items), dtype=torch.long)
+    cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+    def loss(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
+        key = (W.shape[0], W.device, W.dtype)
+        if key not in cache:
+            m = torch.zeros(W.shape[0], device=W.device, dtype=W.dtype)
+            m[idx[idx < W.shape[0]].to(W.device)] = _EXCLUDED
+            cache[key] = m
+        mask = cache[key]
+        return loss_fn(h, W, mask if b is None else b + mask, targets)
+
+    return loss
 
 
 def real_positions(states: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,8 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-incremental", action="store_true",
                    help="re-encode every history instead of continuing cached RNN states")
     p.add_argument("--threads", type=int, default=1,
-                   help="PyTorch / faiss threads of the inference thread (default 1: best latency "
-                        "when requests overlap)")
+                   help="PyTorch / faiss threads for inference (default 1: best latency when "
+                        "requests overlap)")
+    p.add_argument("--inference-thread", choices=("auto", "on", "off"), default="auto",
+                   help="compute recommendations on a thread of their own (on), on the event "
+                        "loop (off), or on a thread only with an ANN index (auto, the default)")
     p.add_argument("--max-batch", type=int, default=64,
                    help="most concurrent recommendation requests computed together")
     p.add_argument("--max-events", type=int, default=1000, help="most events per POST /events")
@@ -87,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine=EngineOptions(index=args.index, ann_threshold=args.ann_threshold, nprobe=args.nprobe,
                              index_cache=str(args.index_cache) if args.index_cache else None,
                              incremental=not args.no_incremental),
-        max_batch=args.max_batch, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
+        inference_thread=args.inference_thread, max_batch=args.max_batch, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
         reload_on_sighup=True)
     if not args.artifact.is_dir():
         raise SeqrecError(f"no artifact directory at {args.artifact}")

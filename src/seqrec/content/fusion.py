@@ -42,7 +42,6 @@ tower, gate and id table are parameters.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -254,6 +253,15 @@ class ItemEncoder(nn.Module):
         if self.training and self.config.id_dropout > 0:
             known = known & (torch.rand(idx.shape, device=idx.device) >= self.config.id_dropout)
         return e * known.unsqueeze(-1).to(e.dtype)
+
+    @torch.no_grad()
+    def forget_ids(self, items: Tensor | Any) -> None:
+        """Fused modes: zero the id embeddings of ``items``, so they are encoded as items without
+        one (content only, as the id dropout trains for). The cold-item protocol calls it: a
+        held-out item must not carry a random, never-trained id vector into its fused one."""
+        if self.uses_id and self.uses_content:
+            idx = torch.as_tensor(items, dtype=torch.long, device=self.id_emb.weight.device)
+            self.id_emb.weight[idx[(idx > 0) & (idx <= self.n_items)]] = 0.0
 
     def _fuse(self, e: Tensor | None, x: Tensor) -> Tensor:
         """Item vectors from the id part ``e [..., D]`` (None: zero) and content input ``x``."""

@@ -88,6 +88,9 @@ class Service:
         if self.engine is None:
             self.engine = Engine.load(self.settings.artifact, self.settings.engine)
         self.metrics.set_model(self.engine.describe())
+        mode = self.settings.inference_thread
+        # a large catalog's ANN search releases the GIL: a thread lets the loop work meanwhile
+        self.batcher.in_loop = mode == "off" or (mode == "auto" and self.engine.index.kind != "ann")
         self.batcher.start()
         if not self.keys.configured and not self.settings.insecure:
             log.warning("no API key configured: write endpoints will answer 403 "
@@ -99,7 +102,7 @@ class Service:
             self.store.close()
 
     def run_batch(self, queries: list[Query]) -> list[Ranked]:
-        """On the inference thread: read the stored histories of the batch's users in one go
+        """On the event loop, per batch: read the stored histories of the batch's users in one go
         (after the request arrived, so every event acknowledged before it is there), then rank."""
         keys = [q.cache_key for q in queries if q.user is not None and q.cache_key is not None]
         if keys:
@@ -340,7 +343,7 @@ def create_app(settings: ServeSettings, store: HistoryStore | None = None,
                                    exclude_seen: bool = True) -> JSONResponse:
         service.check_k(k)
         user, key = service.user_ref(user_id)
-        # the stored history is read by the inference thread, for the whole batch at once
+        # the stored history is read when the batch runs, for the whole batch at once
         r = await service.batcher.submit(Query(live_items=[], k=k, exclude_seen=exclude_seen,
                                                user=user, cache_key=key))
         return _recommendations(user, r, service.current.version)
@@ -456,7 +459,7 @@ def create_app(settings: ServeSettings, store: HistoryStore | None = None,
         assert service.store is not None
         body: dict[str, Any] = {"status": "ok", "model": engine.describe(),
                                 "store": service.store.describe(),
-                                "inference_thread": service.batcher.running}
+                                "batches": "event loop" if service.batcher.in_loop else "inference thread"}
         status = 200
         try:
             service.store.ping()

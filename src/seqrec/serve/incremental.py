@@ -115,7 +115,7 @@ class StateCache:
 
     An entry is used only if its items are a prefix of the user's current history, so a history
     changed behind the cache's back (a user forgotten on another replica) is re-encoded, not
-    continued. Not thread-safe: one inference thread owns it.
+    continued. Not thread-safe: the event loop, which runs every batch, owns it.
     """
 
     def __init__(self, stepper: RNNStepper, max_len: int, max_users: int = 20_000) -> None:

@@ -20,8 +20,12 @@ class ServeSettings:
     insecure: bool = False
     """With no key configured, allow writes without one (otherwise they are refused)."""
     engine: EngineOptions = field(default_factory=EngineOptions)
+    inference_thread: str = "auto"
+    """Where batches run: ``off`` on the event loop (best for small PyTorch work, which holds the
+    GIL), ``on`` on a thread of their own (best when the work releases the GIL), ``auto`` a
+    thread exactly when the index is ANN. Chosen at start; a reload keeps it."""
     max_batch: int = 64
-    """Most recommendation requests computed together by the inference thread."""
+    """Most recommendation requests computed together as one batch."""
     max_k: int = 1000
     """Largest ``k`` a request may ask for."""
     max_events: int = 1000

@@ -22,11 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec.config import EvalConfig, TrainConfig
-from seqrec.data.batching import (left_pad, length_bucketed_batches, train_pairs, train_times,
-                                  training_windows)
+from seqrec.content.fusion import ItemEncoder
+from seqrec.data.batching import (left_pad, length_bucketed_batches, scored_pairs, train_pairs,
+                                  train_times, training_windows)
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
-from seqrec.losses import make_loss
+from seqrec.losses import excluding, make_loss
 from seqrec.models.base import SequenceModel
 from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
 from seqrec.train.speed import (autocast, autocast_dtype, encoder_flops, loss_flops, maybe_compile,
@@ -160,24 +161,30 @@ def train(
     maybe_compile(model, cfg.compile)
     seqs = split.seqs
     # what each batch row reads: windows of <= max_len + 1 training events
-    win_start, win_end = training_windows(split.train_start, split.train_end, model.max_len,
-                                          cfg.windows)
+    win_start, win_end, win_score = training_windows(
+        split.train_start, split.train_end, model.max_len, cfg.windows, cfg.window_stride)
     if len(win_start) == 0:
         raise ValueError("no user has two training events: nothing to learn from")
     lengths = win_end - win_start
-    n_pairs = int(np.minimum(lengths - 1, model.max_len).sum())
+    n_pairs = scored_pairs(win_start, win_end, win_score, model.max_len)
     use_time = model.uses_time and seqs.times is not None
     labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
                         logq=cfg.logq, gbce_t=cfg.gbce_t, label_smoothing=cfg.label_smoothing,
                         item_counts=torch.from_numpy(split.train_item_counts()))
+    if split.cold_items is not None and len(split.cold_items):
+        # held-out items are unknown to training: never candidates, no id vector in fused encoders
+        loss_fn = excluding(loss_fn, split.cold_items)
+        for m in model.modules():
+            if isinstance(m, ItemEncoder):
+                m.forget_ids(split.cold_items)
     dim = model.item_table()[0].shape[1]
 
     items_tr, times_tr = split.train_arrays()
 
     def make_batch(bi: np.ndarray) -> tuple[torch.Tensor, ...]:
         start, end = win_start[bi], win_end[bi]
-        x, y = train_pairs(items_tr, start, end, model.max_len)
+        x, y = train_pairs(items_tr, start, end, model.max_len, win_score[bi])
         t = train_times(times_tr, start, end, model.max_len) if use_time else None
         # binary tasks: the labels of the whole window [B, L+1] (inputs: [:, :-1], targets: [:, 1:])
         lab = None if labels_tr is None else left_pad(labels_tr, start, end, model.max_len + 1)
