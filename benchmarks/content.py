@@ -41,12 +41,15 @@ VARIANTS = {
         "content": {"text": True, "attributes": True}},
     "fused (text+attrs, gated)": {"model": {"name": "sasrec", "fusion": {"mode": "gated"}},
                                   "content": {"text": True, "attributes": True}},
+    "content-only (text+attrs)": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},
+                                  "content": {"text": True, "attributes": True}},
 }
 # which variants each protocol runs: without cold items there is nothing for id dropout to prepare
 PROTOCOL_VARIANTS = {
     "standard": ["id-only", "text-only", "fused (text+attrs, gated)",
                  "fused (text+attrs, gated, id dropout 0.3)"],
-    "cold-start": ["id-only", "text-only", "fused (text+attrs, gated, id dropout 0.3)"],
+    "cold-start": ["id-only", "text-only", "content-only (text+attrs)",
+                   "fused (text+attrs, gated, id dropout 0.3)"],
 }
 COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}
 

@@ -226,14 +226,18 @@ def _token(value: Any) -> str:
     return text
 
 
-def seqrec_split_view(split: Split, max_len: int) -> dict[str, Any]:
+def seqrec_split_view(split: Split, max_len: int, windows: str = "all", stride: int = 0
+                      ) -> dict[str, Any]:
     """seqrec's split in the shape of the driver's dump: counts and per-user (target, input length)."""
+    from seqrec.data.batching import scored_pairs, training_windows
+
     seqs = split.seqs
     train_len = split.train_end - split.train_start
+    w = training_windows(split.train_start, split.train_end, max_len, windows, stride)
     out: dict[str, Any] = {
         "n_users": seqs.n_users, "n_items": seqs.n_items, "n_events": seqs.n_events,
         "n_train_sequences": int(np.maximum(train_len - 1, 0).sum()),
-        "train_positions_per_epoch": int(np.minimum(np.maximum(train_len - 1, 0), max_len).sum()),
+        "train_positions_per_epoch": scored_pairs(*w, max_len),
     }
     for which in ("valid", "test"):
         es = split.eval_set(which)
@@ -512,9 +516,11 @@ def notes(result: dict[str, Any]) -> list[str]:
         per_epoch = result.get("split_check", {}).get("seqrec_train_positions_per_epoch")
         out.append(f"- Per-epoch work differs, so s/epoch is not comparable: RecBole trains "
                    f"{r0['n_train_sequences']:,} prefix samples per epoch, each re-encoded and scored at "
-                   f"its last position; seqrec encodes each user's training sequence once "
-                   f"({per_epoch if per_epoch is None else f'{per_epoch:,}'} scored positions per epoch, "
-                   f"the last {sq['config']['model'].get('max_len')} of each). The fair figure is wall "
+                   f"its last position; seqrec cuts each user's training sequence into windows of "
+                   f"{sq['config']['model'].get('max_len')} events, encodes each window once and "
+                   f"scores every position of it ({per_epoch if per_epoch is None else f'{per_epoch:,}'} "
+                   "scored positions per epoch, each target once, with the events before it in its "
+                   "window as context). The fair figure is wall "
                    "time to a validation NDCG@10, counted from model construction to the end of the "
                    "validation pass that first reaches it (data preparation excluded on both sides; "
                    "seqrec's extra masked validation passes excluded too).")
@@ -607,7 +613,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: 
     prepared = prepare(cfg, data_dir)
     seqs = prepared.split.seqs
     name = RECBOLE_NAMES[dataset]
-    work = args.work_dir.resolve() / dataset
+    ours = seqrec_split_view(prepared.split, int(cfg.model.get("max_len", 50)), cfg.train.windows,
+                             cfg.train.window_stride)
     inter = write_atomic_inter(seqs, work / "data", name)
     print(f"[data {dataset}] {seqs.n_users:,} users, {seqs.n_items:,} items, {seqs.n_events:,} events "
           f"({prepared.seconds:.1f} s) -> {inter}", flush=True)

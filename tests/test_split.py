@@ -124,3 +124,29 @@ def test_training_windows_cover_every_pair_once():
         assert scored_pairs(s, e, n, 4) == len(pairs)
     with pytest.raises(ValueError, match="stride"):
         training_windows(starts, ends, 4, "all", 5)
+
+
+def test_refit_view_trains_on_everything_before_the_test_targets():
+    seqs = sequences_from_lists([[1, 2, 3, 4, 5, 6], [2, 3, 4, 5], [7, 8]])
+    sp = leave_one_out(seqs)
+    r = sp.with_test_inputs_trained()
+    items, _ = r.train_arrays()
+    ranges = [items[a:b].tolist() for a, b in zip(r.train_start, r.train_end)]
+    assert ranges == [[1, 2, 3, 4, 5], [2, 3, 4], [7, 8]]  # validation targets joined training
+    # test targets stay out of training
+    test_targets = {int(seqs.items[t]) for t in r.test.tgt_start}
+    assert all(r.train_end[u] <= t for u, t in zip(r.test.users, r.test.tgt_start))
+    assert test_targets == {6, 5}
+    with pytest.raises(ValueError, match="cold-start"):
+        from seqrec.data.split import hold_out_items
+
+        hold_out_items(leave_one_out(seqs), 0.2, 0).with_test_inputs_trained()
+
+
+def test_refit_view_of_the_temporal_split():
+    seqs = sequences_from_lists([[1, 2, 3, 4, 5, 6], [2, 3, 4, 5]], times=[[1, 2, 3, 4, 5, 6],
+                                                                        [1, 2, 5, 6]])
+    sp = temporal(seqs, 0.34, 0.34)
+    r = sp.with_test_inputs_trained()
+    for u, h_end, t in zip(r.test.users, r.test.hist_end, r.test.tgt_start):
+        assert r.train_end[u] == h_end <= t

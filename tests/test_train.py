@@ -169,3 +169,23 @@ def test_divergence_before_any_evaluation_raises():
     model.loss = lambda *a, **kw: real_loss(*a, **kw) * float("nan")
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         run(2, model=model, sp=sp)
+
+
+def test_refit_retrains_for_the_selected_epochs_and_tests_that_model(ml100k_slice, tmp_path):
+    from seqrec.config import RunConfig
+    from seqrec.pipeline import run
+
+    cfg = RunConfig.from_dict({"data": {"name": str(ml100k_slice)},
+                               "model": {"name": "sasrec", "d_model": 16, "max_len": 20},
+                               "train": {"epochs": 3, "refit": True}})
+    res = run(cfg, tmp_path / "art", progress=False)
+    metrics = json.loads((tmp_path / "art" / "metrics.json").read_text())
+    refit = metrics["refit"]
+    assert refit["epochs"] == res.train.best_epoch >= 1
+    assert [h["epoch"] for h in refit["history"]] == list(range(1, refit["epochs"] + 1))
+    assert "refit" in metrics["protocol"] and metrics["valid"] == res.valid
+    # the model tested (and saved) is the refit one, not the selected one
+    plain = run(RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"],
+                                                                  "refit": False}}),
+                None, progress=False)
+    assert plain.valid == res.valid and plain.test != res.test

@@ -119,6 +119,10 @@ class TrainConfig:
     windows: str = "all"
     """``all``: long histories are cut into ``max_len`` windows so every training pair is used
     each epoch; ``last``: only each user's last ``max_len + 1`` events (the original SASRec)."""
+    refit: bool = False
+    """After selecting the epoch on validation, train a fresh model (same seed and settings) for
+    that many epochs on every event before the test targets, validation targets included, and
+    test that one. Validation metrics stay those of the selection run, which never saw them."""
     window_stride: int = 0
     """``windows = "all"``: events between the ends of consecutive windows (0 = ``max_len``, no
     overlap). Smaller strides give every target at least ``max_len - stride`` events of context,

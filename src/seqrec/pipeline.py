@@ -5,6 +5,7 @@ The CLI's ``train`` and ``quickstart`` and the benchmarks are thin layers over :
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -50,6 +51,8 @@ class RunResult:
     data_seconds: float
     segments: dict[str, Any] = field(default_factory=dict)
     """Cold-start protocol metrics (cold vs. warm items, cold users after k events), if any."""
+    refit: dict[str, Any] | None = None
+    """``train.refit``: the retrained model's epochs, seconds and per-epoch losses."""
 
 
 def prepare(cfg: RunConfig, data_dir: Path | None = None) -> Prepared:
@@ -99,6 +102,24 @@ def cold_start_metrics(model: SequenceModel, split: Split, cfg: RunConfig, test:
     return out
 
 
+def refit_model(cfg: RunConfig, split: Split, content: Any, epochs: int, progress: bool
+                ) -> tuple[SequenceModel, dict[str, Any]]:
+    """A fresh model trained for ``epochs`` (chosen on validation) on every event before the test
+    targets: nothing is selected on the data it trains on (its last epoch is kept)."""
+    if epochs < 1:
+        raise ValueError("refit needs a selected epoch: the selection run trained none")
+    t0 = time.perf_counter()
+    model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed, content=content)
+    train_cfg = dataclasses.replace(cfg.train, epochs=epochs, max_minutes=0.0, patience=epochs + 1,
+                                    eval_every=epochs)
+    # no validation: its targets are training data now; the one "evaluation" keeps the last epoch
+    res = train(model, split.with_test_inputs_trained(), train_cfg, cfg.eval, progress=progress,
+                validate=lambda m: {cfg.train.select_metric: 0.0})
+    return model, {"epochs": epochs, "seconds": time.perf_counter() - t0,
+                   "history": [{k: h[k] for k in ("epoch", "loss", "train_seconds")}
+                               for h in res.trained]}
+
+
 def checkpoint_dir(output: Path) -> Path:
     """Where per-epoch checkpoints of a run writing ``output`` live (a sibling folder)."""
     return output.parent / f"{output.name}.checkpoints"
@@ -137,6 +158,9 @@ def run(
     valid = evaluate(model, split, "valid", cfg.eval, device=device)
     if not with_test:  # model selection (tuning): the test split is never looked at
         return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds)
+    refit = None
+    if cfg.train.refit and model.trainable:
+        model, refit = refit_model(cfg, split, content, result.best_epoch, progress)
     test = evaluate(model, split, "test", cfg.eval, device=device, progress=progress)  # reported once
     metrics: dict[str, Any] = {
         "valid": valid.metrics,
@@ -147,6 +171,12 @@ def run(
         "protocol": {**test.protocol, "split": split.protocol, "select_metric":
                      f"validation {cfg.train.select_metric}"},
     }
+    if refit is not None:
+        metrics["refit"] = refit
+        metrics["protocol"]["refit"] = (
+            f"test metrics from a model retrained for the selected {result.best_epoch} epochs on "
+            "every event before the test targets (validation targets included); validation "
+            "metrics from the selection run")
     segments = cold_start_metrics(model, split, cfg, test, device)
     metrics.update(segments)
     artifact = None
@@ -160,4 +190,4 @@ def run(
         if workdir is not None and not keep_checkpoints:
             shutil.rmtree(workdir, ignore_errors=True)
     return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,
-                     prepared.seconds, segments)
+                     prepared.seconds, segments, refit)

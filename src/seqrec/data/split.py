@@ -101,6 +101,20 @@ class Split:
         """``[N+1]`` training interactions per item (index 0, padding, is 0)."""
         return np.bincount(self.seqs.items[self.train_positions()], minlength=self.seqs.n_items + 1)
 
+    def with_test_inputs_trained(self) -> Split:
+        """The split a refit trains on: every test user's training range grows to the end of
+        their test input (leave-one-out: the validation target joins training; temporal: the
+        validation period's events). Test targets stay out; validation is no longer held out,
+        so the result is for training a model that is then tested, never for selecting one."""
+        if self.train_index is not None or self.cold_users:
+            raise ValueError("refit is not available with the cold-start protocols")
+        start, end = self.train_start.copy(), self.train_end.copy()
+        users = self.test.users
+        start[users] = self.test.hist_start  # a user's first event
+        end[users] = np.maximum(end[users], self.test.hist_end)
+        protocol = {**self.protocol, "refit": "trained on every event before the test targets"}
+        return Split(self.seqs, start, end, self.valid, self.test, protocol)
+
     def check_no_leakage(self) -> None:
         """Assert the split's invariants: inputs before targets, no target and no held-out user or
         item in training."""
