@@ -71,7 +71,7 @@ def test_loose_bound_gives_finite_exact_gradients():
     torch.testing.assert_close(gW, W.grad)
 
 
-@pytest.mark.parametrize("kind", ["softmax", "sampled", "bce"])
+@pytest.mark.parametrize("kind", ["softmax", "smoothed", "sampled", "bce"])
 def test_excluded_items_are_no_candidates(kind):
     """The cold-item protocol's loss: held-out rows neither count as negatives nor get gradient;
     for the full softmax it equals the loss over the catalog without them."""
@@ -87,11 +87,15 @@ def test_excluded_items_are_no_candidates(kind):
     t = torch.randint(1, N + 1, (4 * P,), generator=g)
     t = t[keep[t]][:P]  # training targets are never held-out items
     torch.manual_seed(0)
-    loss = excluding(make_loss(kind, n_items=N, negatives=64), held)(h, W, None, t)
+    smoothing = 0.1 if kind == "smoothed" else 0.0
+    base = make_loss("softmax" if kind == "smoothed" else kind, n_items=N, negatives=64,
+                     label_smoothing=smoothing)
+    loss = excluding(base, held)(h, W, None, t)
     (gW,) = torch.autograd.grad(loss, [W])
     assert gW[held].abs().sum() == 0
     assert gW[keep].abs().sum() > 0
-    if kind == "softmax":
+    if kind in ("softmax", "smoothed"):  # equal to the loss over the catalog without them
         new_index = torch.cumsum(keep.long(), 0) - 1  # row -> row in the reduced table
-        ref = softmax_ce_reference(h, W[keep], None, new_index[t])
+        ref = make_loss("softmax", n_items=N, label_smoothing=smoothing)(h, W[keep], None,
+                                                                          new_index[t])
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)

@@ -195,12 +195,16 @@ LossFn = Callable[[Tensor, Tensor, "Tensor | None", Tensor], Tensor]
 def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, eps: float) -> Tensor:
     """Full-softmax cross-entropy with label smoothing ``eps``: the target gets ``1 - eps`` and every
     item ``eps / N``. ``-sum_j q_j log p_j = lse - (1 - eps) s_t - eps mean_j s_j``, so the smoothing
-    costs one mean of the item table on top of :func:`full_softmax_ce`."""
+    costs one mean of the item table on top of :func:`full_softmax_ce`. Items :func:`excluding`
+    takes out of the candidates are left out of the mean too."""
     ce = full_softmax_ce(h, W, b, targets)  # mean of lse - s_t
     s_t = (h * W[targets]).sum(1)  # [P]
-    s_mean = h @ W[1:].mean(0)  # [P]
-    if b is not None:
-        s_t, s_mean = s_t + b[targets], s_mean + b[1:].mean()
+    if b is None:
+        s_mean = h @ W[1:].mean(0)  # [P]
+    else:
+        live = b[1:] > _EXCLUDED / 2  # [N]
+        s_t = s_t + b[targets]
+        s_mean = h @ W[1:][live].mean(0) + b[1:][live].mean()
     return ce + eps * (s_t - s_mean).float().mean()
 
 
