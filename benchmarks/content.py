@@ -41,6 +41,10 @@ VARIANTS = {
         "content": {"text": True, "attributes": True}},
     "fused (text+attrs, gated)": {"model": {"name": "sasrec", "fusion": {"mode": "gated"}},
                                   "content": {"text": True, "attributes": True}},
+    # cosine scoring: a cold item's vector is not shorter than the trained ones it competes with
+    "text-only (cosine, temperature 0.1)": {
+        "model": {"name": "sasrec", "temperature": 0.1, "fusion": {"mode": "content"}},
+        "content": {"text": True, "attributes": False}},
     "content-only (text+attrs)": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},
                                   "content": {"text": True, "attributes": True}},
 }
@@ -48,7 +52,8 @@ VARIANTS = {
 PROTOCOL_VARIANTS = {
     "standard": ["id-only", "text-only", "fused (text+attrs, gated)",
                  "fused (text+attrs, gated, id dropout 0.3)"],
-    "cold-start": ["id-only", "text-only", "content-only (text+attrs)",
+    "cold-start": ["id-only", "text-only", "text-only (cosine, temperature 0.1)",
+                   "content-only (text+attrs)",
                    "fused (text+attrs, gated, id dropout 0.3)"],
 }
 COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}

@@ -51,6 +51,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def fresh_store(path: Path) -> str:
+    """A ``sqlite:`` store URL at ``path`` with nothing in it (a reused --work folder keeps
+    the last run's events, which would lengthen the histories this run serves)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:{path}"
+
+
 class Server:
     def __init__(self, artifact: Path, store: str, log: Path, *extra: str) -> None:
         self.port = free_port()
@@ -209,7 +217,7 @@ def load(url: str, **kw: Any) -> dict[str, Any]:
 
 def bench_beauty(artifact: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     vocab = json.loads((artifact / "vocab.json").read_text())
-    server = Server(artifact, f"sqlite:{work / 'beauty.sqlite3'}", work / "beauty-server.log",
+    server = Server(artifact, fresh_store(work / "beauty.sqlite3"), work / "beauty-server.log",
                     "--threads", str(args.threads), *args.server_arg)
     try:
         res = load(server.url, rate=args.rate, duration=args.duration, warmup=args.warmup,
@@ -361,7 +369,7 @@ def bench_million(beauty: Path, work: Path, args: argparse.Namespace) -> dict[st
     if args.nprobe:
         extra += ["--nprobe", str(args.nprobe)]
     t = time.perf_counter()
-    server = Server(path, f"sqlite:{work / 'million.sqlite3'}", work / "million-server.log", *extra)
+    server = Server(path, fresh_store(work / "million.sqlite3"), work / "million-server.log", *extra)
     out["server_start_s"] = round(time.perf_counter() - t, 1)
     try:
         vocab = json.loads((path / "vocab.json").read_text())

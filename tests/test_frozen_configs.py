@@ -26,7 +26,8 @@ def _load_script(name: str):
 def test_frozen_config_is_complete(path):
     cfg = load_run_config(path)
     raw = load_toml(path)
-    assert path.stem == f"{cfg.model['name']}-{cfg.data.name}"
+    variant = "-refit" if cfg.train.refit else ""  # tested after a retrain on train + valid
+    assert path.stem == f"{cfg.model['name']}{variant}-{cfg.data.name}"
     model_config(cfg.model)  # every model field is valid
     assert cfg.train.max_minutes == 0, "a frozen run must not depend on the machine's speed"
     assert "run" in raw["about"] and "check" in raw["about"]
