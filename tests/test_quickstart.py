@@ -23,4 +23,6 @@ def test_quickstart_fast(data_dir, tmp_path, capsys):
 
 def test_quickstart_config_is_bounded():
     assert quickstart_config(fast=True).train.max_minutes <= 1.0
-    assert quickstart_config(fast=False).train.max_minutes <= 9.0
+    full = quickstart_config(fast=False).train
+    assert full.max_minutes <= 4.5 and full.refit  # selection + an equally long refit < 10 min
+    assert not quickstart_config(fast=True).train.refit
