@@ -52,6 +52,7 @@ import torch
 
 from seqrec.cli.quickstart import quickstart_config
 from seqrec.config import DataConfig, EvalConfig, RunConfig
+from seqrec.data.batching import scored_pairs, training_windows
 from seqrec.data.datasets import default_data_dir
 from seqrec.data.preprocess import Sequences
 from seqrec.data.split import Split
@@ -168,13 +169,14 @@ def ensure_venv(venv: Path, skip_install: bool) -> Path:
 
 def seqrec_config(dataset: str, max_minutes: float, sets: list[str]) -> RunConfig:
     """seqrec's SASRec as the quickstart trains it (d 64, 2 blocks, library defaults, max_len 50),
-    selecting on *unmasked* validation NDCG@10 (RecBole's protocol), then ``--seqrec-set`` values."""
+    selecting on *unmasked* validation NDCG@10 (RecBole's protocol) and testing the selected
+    model itself (no refit: RecBole trains on the training part only), then ``--seqrec-set``."""
     base = quickstart_config(fast=False)
     cfg = dataclasses.replace(
         base,
         data=DataConfig(name=dataset, split="leave-one-out"),
         model={"name": "sasrec", "d_model": 64, "n_blocks": 2, "max_len": 50},
-        train=dataclasses.replace(base.train, max_minutes=max_minutes),
+        train=dataclasses.replace(base.train, max_minutes=max_minutes, refit=False),
         eval=EvalConfig(mask_seen=False),
     )
     raw = cfg.to_dict()
@@ -229,8 +231,6 @@ def _token(value: Any) -> str:
 def seqrec_split_view(split: Split, max_len: int, windows: str = "all", stride: int = 0
                       ) -> dict[str, Any]:
     """seqrec's split in the shape of the driver's dump: counts and per-user (target, input length)."""
-    from seqrec.data.batching import scored_pairs, training_windows
-
     seqs = split.seqs
     train_len = split.train_end - split.train_start
     w = training_windows(split.train_start, split.train_end, max_len, windows, stride)
@@ -613,14 +613,14 @@ def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: 
     prepared = prepare(cfg, data_dir)
     seqs = prepared.split.seqs
     name = RECBOLE_NAMES[dataset]
-    ours = seqrec_split_view(prepared.split, int(cfg.model.get("max_len", 50)), cfg.train.windows,
-                             cfg.train.window_stride)
+    work = args.work_dir.resolve() / dataset
     inter = write_atomic_inter(seqs, work / "data", name)
     print(f"[data {dataset}] {seqs.n_users:,} users, {seqs.n_items:,} items, {seqs.n_events:,} events "
           f"({prepared.seconds:.1f} s) -> {inter}", flush=True)
     result: dict[str, Any] = {"dataset": dataset, "recbole_dataset_name": name, "machine": machine(),
                               "argv": sys.argv[1:], "recbole": {}, "seqrec": None}
-    ours = seqrec_split_view(prepared.split, int(cfg.model.get("max_len", 50)))
+    ours = seqrec_split_view(prepared.split, int(cfg.model.get("max_len", 50)), cfg.train.windows,
+                             cfg.train.window_stride)
     modes = args.modes or ["no-anomaly"]
     checked = False
     for mode in (modes[:1] if args.check_split_only else modes):
