@@ -201,10 +201,11 @@ def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
     s_t = (h * W[targets]).sum(1)  # [P]
     if b is None:
         s_mean = h @ W[1:].mean(0)  # [P]
-    else:
-        live = b[1:] > _EXCLUDED / 2  # [N]
+    else:  # a mean over the live items, weighted 1 / 0 (no copy of the table)
+        live = (b[1:] > _EXCLUDED / 2).to(W.dtype)  # [N]
+        live = live / live.sum()
         s_t = s_t + b[targets]
-        s_mean = h @ W[1:][live].mean(0) + b[1:][live].mean()
+        s_mean = h @ (live @ W[1:]) + live @ b[1:]
     return ce + eps * (s_t - s_mean).float().mean()
 
 

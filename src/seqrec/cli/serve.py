@@ -90,7 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine=EngineOptions(index=args.index, ann_threshold=args.ann_threshold, nprobe=args.nprobe,
                              index_cache=str(args.index_cache) if args.index_cache else None,
                              incremental=not args.no_incremental),
-        inference_thread=args.inference_thread, max_batch=args.max_batch, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
+        inference_thread=args.inference_thread, max_batch=args.max_batch,
+        max_events=args.max_events, max_body_bytes=args.max_body_bytes,
         reload_on_sighup=True)
     if not args.artifact.is_dir():
         raise SeqrecError(f"no artifact directory at {args.artifact}")
