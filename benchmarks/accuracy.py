@@ -40,7 +40,10 @@ SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("ml-1m", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
     ("ml-1m", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
     ("ml-1m", "gru4rec"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
-    ("ml-100k", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
+    # validation NDCG@10 0.1174 with windows of 50 every 10 events (every target sees at least
+    # 40 events of context) and dropout 0.5, against 0.1009 for windows of 200 without overlap
+    ("ml-100k", "sasrec"): {"model": {"max_len": 50, "dropout": 0.5},
+                            "train": {"batch_size": 64, "window_stride": 10}},
     ("ml-100k", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
     ("ml-100k", "gru4rec"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
 }

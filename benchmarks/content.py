@@ -1,5 +1,6 @@
 """Item content benchmark: ids vs. text vs. fused on Amazon Beauty, with cold items and cold
-users; and the interest / binary tasks on ML-100K against their baselines.
+users; and the interest / binary tasks on ML-100K (interest also on ML-1M) against their
+baselines.
 
     python benchmarks/content.py                  # everything (about an hour on 2 CPU cores)
     python benchmarks/content.py --part beauty    # or: tasks
@@ -11,8 +12,9 @@ cold-start split where 10% of the items and 5% of the users never reach training
 events whose target is a cold vs. a warm item; held-out users after 1, 2, 3 events).
 The fused model with id dropout (trained to score from content alone for part of the time, which
 cold items need) runs in both; without id dropout only in the standard split, where no item is
-cold. Writes benchmarks/results/content.json and content.md; a run of some parts or variants
-replaces their rows and keeps the others.
+cold. The "+ cold offset" rows add the validation-chosen score offset of the untrained items
+(``train.calibrate_cold_items``). Writes benchmarks/results/content.json and content.md; a run of
+some parts or variants replaces their rows and keeps the others.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ VARIANTS = {
         "content": {"text": True, "attributes": False}},
     "content-only (text+attrs)": {"model": {"name": "sasrec", "fusion": {"mode": "content"}},
                                   "content": {"text": True, "attributes": True}},
+    # one score offset for items without training events, chosen on validation NDCG@10
+    "text-only (cosine, temperature 0.1) + cold offset": {
+        "model": {"name": "sasrec", "temperature": 0.1, "fusion": {"mode": "content"}},
+        "content": {"text": True, "attributes": False}, "train": {"calibrate_cold_items": True}},
+    "fused (text+attrs, gated, id dropout 0.3) + cold offset": {
+        "model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+        "content": {"text": True, "attributes": True}, "train": {"calibrate_cold_items": True}},
 }
 # which variants each protocol runs: without cold items there is nothing for id dropout to prepare
 PROTOCOL_VARIANTS = {
@@ -54,7 +63,9 @@ PROTOCOL_VARIANTS = {
                  "fused (text+attrs, gated, id dropout 0.3)"],
     "cold-start": ["id-only", "text-only", "text-only (cosine, temperature 0.1)",
                    "content-only (text+attrs)",
-                   "fused (text+attrs, gated, id dropout 0.3)"],
+                   "fused (text+attrs, gated, id dropout 0.3)",
+                   "text-only (cosine, temperature 0.1) + cold offset",
+                   "fused (text+attrs, gated, id dropout 0.3) + cold offset"],
 }
 COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}
 
@@ -69,7 +80,8 @@ def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]], protocols
                 continue
             spec = VARIANTS[name]
             cfg = RunConfig.from_dict({"data": {"name": "beauty", **data_extra}, **spec,
-                                       "train": {**TRAIN, "max_minutes": minutes}})
+                                       "train": {**TRAIN, **spec.get("train", {}),
+                                                 "max_minutes": minutes}})
             if prepared is None:
                 prepared = prepare(cfg, data_dir)
             t = time.perf_counter()
@@ -80,13 +92,16 @@ def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]], protocols
                    "valid": res.valid, "segments": res.segments, "best_epoch": res.train.best_epoch,
                    "epochs": len(res.train.trained), "stop_reason": res.train.stop_reason,
                    "seconds": time.perf_counter() - t, "config": cfg.to_dict()}
+            if res.calibration is not None:
+                row["cold_item_calibration"] = res.calibration
             merge(rows, row)
             save(rows)
             print(beauty_table([row]).splitlines()[-1], flush=True)
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["part"], row.get("protocol"), row.get("variant"), row.get("task"))
+    return (row["part"], row.get("protocol"), row.get("variant"), row.get("task"),
+            row.get("data", "ml-100k" if row["part"] == "tasks" else None))
 
 
 def merge(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
@@ -94,14 +109,22 @@ def merge(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
     rows[:] = [r for r in rows if _key(r) != _key(row)] + [row]
 
 
-def tasks(data_dir: Path, minutes: float, rows: list[dict[str, Any]]) -> None:
-    for task in ("interest", "binary"):
-        cfg = RunConfig.from_dict({"data": {"name": "ml-100k"}, "model": {"name": "sasrec", "max_len": 100},
+# binary needs ratings, which only ML-100K has; the interest profile also runs on ML-1M, whose
+# 6,040 test users make its top-category accuracy less noisy than ML-100K's 943
+TASKS = [("ml-100k", "interest"), ("ml-100k", "binary"), ("ml-1m", "interest")]
+
+
+def tasks(data_dir: Path, minutes: float, rows: list[dict[str, Any]], datasets: list[str]) -> None:
+    for data, task in TASKS:
+        if data not in datasets:
+            continue
+        cfg = RunConfig.from_dict({"data": {"name": data}, "model": {"name": "sasrec", "max_len": 100},
                                    "task": {"name": task}, "train": {**TRAIN, "max_minutes": minutes}})
         t = time.perf_counter()
         res = run_task(cfg, None, data_dir=data_dir, progress=False)
-        merge(rows, {"part": "tasks", "task": task, "test": res.test, "valid": res.valid,
-                     "best_epoch": res.train.best_epoch, "seconds": time.perf_counter() - t})
+        merge(rows, {"part": "tasks", "task": task, "data": data, "test": res.test, "valid": res.valid,
+                     "best_epoch": res.train.best_epoch, "epochs": len(res.train.trained),
+                     "stop_reason": res.train.stop_reason, "seconds": time.perf_counter() - t})
         save(rows)
 
 
@@ -127,18 +150,21 @@ def beauty_table(rows: list[dict[str, Any]]) -> str:
 
 
 def tasks_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| task (ML-100K test) | metric | sequence model | baseline(s) |", "|---|---|---|---|"]
+    out = ["| data | task (test) | metric | sequence model | baseline(s) | users |", "|---|---|---|---|---|---|"]
     for r in rows:
         if r["part"] != "tasks":
             continue
         t = r["test"]
+        data = r.get("data", "ml-100k")
+        n = t.get("users", t.get("events", ""))
         if r["task"] == "interest":
             for m in ("KL", "top1_accuracy"):
-                out.append(f"| interest | {m} | {t[m]:.4f} | global {t['baseline_global'][m]:.4f}; "
-                           f"user history {t['baseline_user_history'][m]:.4f} |")
+                out.append(f"| {data} | interest | {m} | {t[m]:.4f} | global {t['baseline_global'][m]:.4f}; "
+                           f"user history {t['baseline_user_history'][m]:.4f} | {n} |")
         else:
             for m in ("AUC", "log_loss"):
-                out.append(f"| binary (>= 4 stars) | {m} | {t[m]:.4f} | rates {t['baseline_rates'][m]:.4f} |")
+                out.append(f"| {data} | binary (>= 4 stars) | {m} | {t[m]:.4f} | rates "
+                           f"{t['baseline_rates'][m]:.4f} | {n} |")
     return "\n".join(out)
 
 
@@ -155,6 +181,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=12.0, help="training cap per run")
     ap.add_argument("--protocols", default="standard,cold-start")
     ap.add_argument("--variants", action="append", help="run only these (repeat); others keep their rows")
+    ap.add_argument("--task-datasets", default="ml-100k,ml-1m", help="data sets of the tasks part")
     args = ap.parse_args()
     data_dir = args.data_dir or default_data_dir()
     old = RESULTS / "content.json"
@@ -162,7 +189,7 @@ def main() -> None:
     if args.part in ("all", "beauty"):
         beauty(data_dir, args.max_minutes, rows, args.protocols.split(","), args.variants)
     if args.part in ("all", "tasks"):
-        tasks(data_dir, args.max_minutes, rows)
+        tasks(data_dir, args.max_minutes, rows, args.task_datasets.split(","))
     print(beauty_table(rows))
     print()
     print(tasks_table(rows))

@@ -514,11 +514,16 @@ def notes(result: dict[str, Any]) -> list[str]:
     if rec and sq is not None:
         r0 = next(iter(rec.values()))
         per_epoch = result.get("split_check", {}).get("seqrec_train_positions_per_epoch")
+        length = sq["config"]["model"].get("max_len")
+        stride = sq["config"]["train"].get("window_stride") or 0
+        cut = (f"windows of {length} events" if not stride or stride >= length else
+               f"windows of {length} events starting every {stride} events (each target with at "
+               f"least {length - stride} events of context when the history has them)")
         out.append(f"- Per-epoch work differs, so s/epoch is not comparable: RecBole trains "
                    f"{r0['n_train_sequences']:,} prefix samples per epoch, each re-encoded and scored at "
-                   f"its last position; seqrec cuts each user's training sequence into windows of "
-                   f"{sq['config']['model'].get('max_len')} events, encodes each window once and "
-                   f"scores every position of it ({per_epoch if per_epoch is None else f'{per_epoch:,}'} "
+                   f"its last position; seqrec cuts each user's training sequence into {cut}, "
+                   f"encodes each window once and scores its positions not scored by an earlier "
+                   f"window ({per_epoch if per_epoch is None else f'{per_epoch:,}'} "
                    "scored positions per epoch, each target once, with the events before it in its "
                    "window as context). The fair figure is wall "
                    "time to a validation NDCG@10, counted from model construction to the end of the "
@@ -536,7 +541,7 @@ def notes(result: dict[str, Any]) -> list[str]:
                            f"seqrec test NDCG@10 higher: {'yes' if c['seqrec_test_higher'] else 'no'}).")
     if sq is not None:
         out.append(f"- seqrec settings: model {json.dumps(sq['config']['model'])}, train "
-                   f"{json.dumps({k: sq['config']['train'][k] for k in ('batch_size', 'lr', 'patience', 'max_minutes', 'loss', 'seed')})}.")
+                   f"{json.dumps({k: sq['config']['train'].get(k) for k in ('batch_size', 'lr', 'patience', 'max_minutes', 'loss', 'window_stride', 'seed')})}.")
     m = result.get("machine", {})
     if m:
         out.append(f"- Machine: {m.get('cpus')} CPUs, {m.get('platform')}, load average at start "

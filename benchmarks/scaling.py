@@ -43,12 +43,14 @@ def n_params(model: Any) -> int:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| dataset | size | d / blocks / length | parameters | loss | test NDCG@10 | test HR@10 | "
-           "epochs (best) | s/epoch | training s | stopped by |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [("| dataset | size | d / blocks / length | parameters | loss | valid NDCG@10 | test NDCG@10 | "
+            "test HR@10 | epochs (best) | s/epoch | training s | stopped by |"),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["config"]["model"]
         out.append(f"| {r['dataset']} | {r['size']} | {m['d_model']} / {m['n_blocks']} / {m['max_len']} | "
-                   f"{r['params']:,} | {r['config']['train']['loss']} | {r['test']['NDCG@10']:.4f} | "
+                   f"{r['params']:,} | {r['config']['train']['loss']} | {r['valid']['NDCG@10']:.4f} | "
+                   f"{r['test']['NDCG@10']:.4f} | "
                    f"{r['test']['HR@10']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
                    f"{r['seconds_per_epoch']:.1f} | {r['train_seconds']:.0f} | {r['stop_reason']} |")
     return "\n".join(out)
@@ -60,7 +62,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="S,M,L")
     ap.add_argument("--max-minutes", type=float, default=20.0)
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--table-only", action="store_true", help="rewrite scaling.md from the JSON")
     args = ap.parse_args()
+    if args.table_only:
+        rows = json.loads((RESULTS / "scaling.json").read_text())
+        atomic_write_text(RESULTS / "scaling.md", table(rows) + "\n")
+        print(table(rows))
+        return
     data_dir = args.data_dir or default_data_dir()
     path = RESULTS / "scaling.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []

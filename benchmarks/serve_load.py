@@ -82,6 +82,16 @@ class Server:
             time.sleep(0.25)
         raise TimeoutError("server did not start")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the server process has used so far (Linux ``/proc``; else
+        None): divided by the requests served, a cost per request that other load on the machine
+        does not inflate the way it inflates latency."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -220,9 +230,14 @@ def bench_beauty(artifact: Path, work: Path, args: argparse.Namespace) -> dict[s
     server = Server(artifact, fresh_store(work / "beauty.sqlite3"), work / "beauty-server.log",
                     "--threads", str(args.threads), *args.server_arg)
     try:
+        cpu0 = server.cpu_seconds()
         res = load(server.url, rate=args.rate, duration=args.duration, warmup=args.warmup,
                    users=vocab["users"], items=vocab["items"], event_share=args.event_share,
                    seed=0)
+        cpu1 = server.cpu_seconds()
+        if cpu0 is not None and cpu1 is not None:  # warm-up requests included: all of them
+            n = int(args.rate * (args.duration + args.warmup))
+            res["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / n, 3)
         import httpx
 
         res["server"] = httpx.get(f"{server.url}/health").json()["model"]
@@ -403,6 +418,9 @@ def table(results: dict[str, Any]) -> str:
                      f"{m['recall_at_10']} ({m['index']}); ANN search p50 {m['ann_search_p50_ms']}"
                      f" ms, p99 {m['ann_search_p99_ms']} ms; exact top-k "
                      f"{m['exact_topk_ms_per_query']} ms/query in batches of 100")
+    cpu = (results.get("beauty") or {}).get("server_cpu_ms_per_request")
+    if cpu is not None:
+        lines.append(f"beauty: the server used {cpu} ms of CPU per request (events included)")
     bt = results.get("batching")
     if bt:
         lines.append(f"batching (in process): {bt['single_ms_per_request']} ms per request alone, "

@@ -78,3 +78,58 @@ def test_held_out_items_are_unknown_to_training(ml100k_slice):
     warm[cold] = False
     warm[0] = False
     assert (trained[warm] - initial.detach()[warm]).abs().sum(1).gt(0).all()
+
+
+def test_cold_offset_moves_only_untrained_items_and_is_saved(ml100k_slice, tmp_path):
+    """``train.calibrate_cold_items``: the offset is chosen on validation (the best value tried,
+    never worse than none), lands on the held-out items' scores only, and the saved artifact
+    ranks with it (what is served is what was measured)."""
+    import torch
+
+    from seqrec.recommend import Recommender
+    from seqrec.train.calibrate import untrained_items
+
+    cfg = RunConfig.from_dict({"data": {"name": str(ml100k_slice), "cold_items": 0.2},
+                               "model": {"name": "sasrec", "d_model": 16, "max_len": 20},
+                               "train": {"epochs": 2, "calibrate_cold_items": True}})
+    res = run(cfg, tmp_path / "art", progress=False)
+    cal = res.calibration
+    cold = untrained_items(res.split)
+    assert cal["items"] == int(cold.sum()) >= len(res.split.cold_items)
+    values = {t["fraction"]: t["NDCG@10"] for t in cal["tried"]}
+    assert cal["valid NDCG@10"] == max(values.values()) >= cal["valid NDCG@10 without"] == values[0.0]
+    assert res.valid["NDCG@10"] == cal["valid NDCG@10"]
+    W, b = res.model.item_table()
+    W2, b2 = res.model.ranking_table()
+    assert torch.equal(W, W2)
+    diff = b2 - (torch.zeros_like(b2) if b is None else b)
+    assert torch.allclose(diff[torch.from_numpy(cold)], torch.tensor(cal["offset"]))
+    assert diff[torch.from_numpy(~cold)].abs().max() == 0  # warm items and padding untouched
+    rec = Recommender.load(tmp_path / "art")
+    torch.testing.assert_close(rec.model.ranking_table()[1], b2)
+    assert (tmp_path / "art" / "metrics.json").read_text().count("cold_item_calibration") == 1
+
+
+def test_cold_offset_reaches_rows_past_the_trained_catalog():
+    """Items added to the catalog after training (rows past the mask) count as untrained."""
+    import torch
+
+    from seqrec.models import build_model
+
+    model = build_model({"name": "sasrec", "d_model": 8, "max_len": 5}, 6, 0)
+    cold = torch.zeros(5, dtype=torch.bool)  # a mask for a 4-item catalog: rows 5, 6 are "new"
+    cold[2] = True
+    model.set_cold_offset(cold, 1.5)
+    _, b = model.ranking_table()
+    assert b.tolist() == [0.0, 0.0, 1.5, 0.0, 0.0, 1.5, 1.5]
+
+
+def test_cold_offset_and_refit_are_refused(ml100k_slice):
+    import pytest
+
+    from seqrec.errors import ConfigError
+
+    cfg = RunConfig.from_dict({"data": {"name": str(ml100k_slice)}, "model": {"name": "gru4rec"},
+                               "train": {"refit": True, "calibrate_cold_items": True}})
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        run(cfg, None, progress=False)

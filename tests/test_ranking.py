@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqrec.evaluate.ranking import rank_and_topk
+from seqrec.evaluate.ranking import rank_and_topk, transposed
 
 
 def brute(scores: np.ndarray, seen: list[set], targets: list[list[int]], k: int):
@@ -25,7 +25,9 @@ def brute(scores: np.ndarray, seen: list[set], targets: list[list[int]], k: int)
 
 @pytest.mark.parametrize("chunk", [3, 7, 1000])
 @pytest.mark.parametrize("with_ties", [False, True])
-def test_matches_brute_force(chunk, with_ties):
+@pytest.mark.parametrize("table_t", [False, True])
+def test_matches_brute_force(chunk, with_ties, table_t):
+    """``table_t``: scores from the transposed copy of the table (what every ranking path passes)."""
     rng = np.random.default_rng(chunk + with_ties)
     B, D, n, k = 9, 4, 40, 6
     q = torch.from_numpy(rng.normal(size=(B, D)).astype(np.float32))
@@ -43,7 +45,8 @@ def test_matches_brute_force(chunk, with_ties):
     for i in range(B):
         seen[i, : len(seen_l[i])] = torch.tensor(sorted(seen_l[i]), dtype=torch.long)
         targets[i, : len(tgt_l[i])] = torch.tensor(tgt_l[i])
-    ranks, top_s, top_i = rank_and_topk(q, W, b, seen=seen, targets=targets, k=k, chunk=chunk)
+    ranks, top_s, top_i = rank_and_topk(q, W, b, seen=seen, targets=targets, k=k, chunk=chunk,
+                                        WT=transposed(W) if table_t else None)
     scores = (q @ W.T).numpy()
     exp_ranks, exp_tops = brute(scores, seen_l, tgt_l, k)
     for i in range(B):

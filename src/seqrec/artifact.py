@@ -148,6 +148,8 @@ def load_model(path: Path, config: dict[str, Any], features: Any = None) -> Sequ
 
         model = wrap_task(model, task, n_items=config["n_items"])
     state = load_file(str(path / "weights.safetensors"))
+    if "cold_mask" in state:  # a calibrated cold-item offset (SequenceModel.set_cold_offset)
+        model.set_cold_offset(state["cold_mask"], float(state["cold_offset"]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ArtifactError(f"{path}: weights do not match the model (missing {missing}, "

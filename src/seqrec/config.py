@@ -123,6 +123,10 @@ class TrainConfig:
     """After selecting the epoch on validation, train a fresh model (same seed and settings) for
     that many epochs on every event before the test targets, validation targets included, and
     test that one. Validation metrics stay those of the selection run, which never saw them."""
+    calibrate_cold_items: bool = False
+    """After selection, choose on validation one score offset for the items that had no
+    training event (held out, or new in the catalog) and save it with the model
+    (:mod:`seqrec.train.calibrate`). Validation metrics are then those with the offset."""
     window_stride: int = 0
     """``windows = "all"``: events between the ends of consecutive windows (0 = ``max_len``, no
     overlap). Smaller strides give every target at least ``max_len - stride`` events of context,

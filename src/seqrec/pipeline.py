@@ -26,7 +26,8 @@ from seqrec.errors import ConfigError
 from seqrec.evaluate.protocol import evaluate
 from seqrec.models import build_model, model_config
 from seqrec.models.base import SequenceModel
-from seqrec.train.loop import TrainResult, resolve_device, train
+from seqrec.train.calibrate import calibrate_cold_items
+from seqrec.train.loop import TrainResult, resolve_device, selection_eval_config, train
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class RunResult:
     data_seconds: float
     segments: dict[str, Any] = field(default_factory=dict)
     """Cold-start protocol metrics (cold vs. warm items, cold users after k events), if any."""
+    calibration: dict[str, Any] | None = None
+    """``train.calibrate_cold_items``: the offset chosen on validation and what was tried."""
     refit: dict[str, Any] | None = None
     """``train.refit``: the retrained model's epochs, seconds and per-epoch losses."""
 
@@ -142,6 +145,9 @@ def run(
     ``with_test=False`` stops after validation (nothing saved): what tuning uses.
     """
     model_config(cfg.model)  # a bad model name or field fails before any data is read
+    if cfg.train.calibrate_cold_items and cfg.train.refit:
+        raise ConfigError("train.calibrate_cold_items and train.refit cannot be combined: the "
+                          "offset is chosen on validation targets, which a refit trains on")
     prepared = prepared or prepare(cfg, data_dir)
     split = prepared.split
     content = item_features(cfg, prepared, progress=progress)
@@ -155,9 +161,15 @@ def run(
     result = train(model, split, cfg.train, cfg.eval, workdir=workdir, resume=resume,
                    progress=progress, on_epoch=on_epoch)
     device = resolve_device(cfg.train.device)
+    calibration = None
+    if cfg.train.calibrate_cold_items and model.trainable:
+        calibration = calibrate_cold_items(
+            model, split, selection_eval_config(cfg.eval, cfg.train.select_metric),
+            cfg.train.select_metric, device)
     valid = evaluate(model, split, "valid", cfg.eval, device=device)
     if not with_test:  # model selection (tuning): the test split is never looked at
-        return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds)
+        return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds,
+                         calibration=calibration)
     refit = None
     if cfg.train.refit and model.trainable:
         model, refit = refit_model(cfg, split, content, result.best_epoch, progress)
@@ -171,6 +183,8 @@ def run(
         "protocol": {**test.protocol, "split": split.protocol, "select_metric":
                      f"validation {cfg.train.select_metric}"},
     }
+    if calibration is not None:
+        metrics["cold_item_calibration"] = calibration
     if refit is not None:
         metrics["refit"] = refit
         metrics["protocol"]["refit"] = (
@@ -190,4 +204,4 @@ def run(
         if workdir is not None and not keep_checkpoints:
             shutil.rmtree(workdir, ignore_errors=True)
     return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,
-                     prepared.seconds, segments, refit)
+                     prepared.seconds, segments, calibration=calibration, refit=refit)

@@ -13,7 +13,7 @@ import torch
 
 from seqrec.artifact import Artifact, load_artifact
 from seqrec.errors import SeqrecError
-from seqrec.evaluate.ranking import history_batch, rank_and_topk
+from seqrec.evaluate.ranking import history_batch, rank_and_topk, transposed
 
 
 @dataclass
@@ -44,8 +44,9 @@ class Recommender:
         self.users = artifact.users
         self._titles: list[str | None] = artifact.catalog.df["title"].to_list()
         with torch.no_grad():
-            W, b = self.model.item_table()
+            W, b = self.model.ranking_table()
         self._W, self._b = W.detach(), None if b is None else b.detach()
+        self._WT = transposed(self._W)  # [D, N+1]
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Recommender:
@@ -105,7 +106,8 @@ class Recommender:
             ends = np.cumsum(lengths)
             hist, seen = history_batch(flat, ends - lengths, ends, self.model.max_len, self.device,
                                        exclude_seen)
-            _, top_s, top_i = rank_and_topk(self.model.query(hist), self._W, self._b, seen=seen, k=k)
+            _, top_s, top_i = rank_and_topk(self.model.query(hist), self._W, self._b, seen=seen, k=k,
+                                              WT=self._WT)
             for (_, unknown), s_row, i_row in zip(part, top_s.cpu().numpy(), top_i.cpu().numpy()):
                 keep = i_row > 0  # fewer than k rankable items leave empty slots
                 ids = i_row[keep]

@@ -14,7 +14,7 @@ from seqrec.config import EvalConfig
 from seqrec.data.batching import pad_ragged
 from seqrec.data.split import Split
 from seqrec.evaluate.metrics import all_metrics, coverage
-from seqrec.evaluate.ranking import history_batch, history_times, rank_and_topk
+from seqrec.evaluate.ranking import history_batch, history_times, rank_and_topk, transposed
 from seqrec.models.base import SequenceModel
 
 MASK_RULE = ("items in the user's input history are excluded from the ranking; a target that is "
@@ -84,7 +84,8 @@ def evaluate(
     es = es_orig.subset(order)
     seqs = split.seqs
     model.eval()
-    W, b = model.item_table()
+    W, b = model.ranking_table()
+    WT = transposed(W)
     k_max = max(cfg.ks)
     all_ranks, all_targets, all_users, counts, tops = [], [], [], [], []
     n_cols = min(W.shape[0], cfg.item_chunk)
@@ -103,7 +104,7 @@ def evaluate(
         tgt_np = _dedupe_rows(pad_ragged(seqs.items, es.tgt_start[sl], es.tgt_end[sl]))
         targets = torch.from_numpy(tgt_np).to(device)
         ranks, _, top = rank_and_topk(model.query(hist, times), W, b, seen=seen, targets=targets,
-                                      k=k_max, chunk=cfg.item_chunk)
+                                      k=k_max, chunk=cfg.item_chunk, WT=WT)
         real = tgt_np > 0
         all_ranks.append(ranks.cpu().numpy()[real])
         all_targets.append(tgt_np[real])

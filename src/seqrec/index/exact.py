@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from seqrec.evaluate.ranking import rank_and_topk
+from seqrec.evaluate.ranking import rank_and_topk, transposed
 
 
 class ExactIndex:
@@ -18,9 +18,10 @@ class ExactIndex:
     def __init__(self, W: Tensor, b: Tensor | None) -> None:
         self.W = W.detach()  # [N+1, D]
         self.b = None if b is None else b.detach()  # [N+1]
+        self.WT = transposed(self.W)  # [D, N+1]
 
     def search(self, q: Tensor, k: int, seen: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _, scores, items = rank_and_topk(q, self.W, self.b, seen=seen, k=k)
+        _, scores, items = rank_and_topk(q, self.W, self.b, seen=seen, k=k, WT=self.WT)
         assert scores is not None and items is not None
         return scores, items  # [B, k], [B, k]
 

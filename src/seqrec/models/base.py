@@ -73,9 +73,32 @@ class SequenceModel(nn.Module):
         """``W [N+1, D]`` and optional bias ``b [N+1]``; row 0 (padding) is never recommended."""
         raise NotImplementedError
 
+    def ranking_table(self) -> tuple[Tensor, Tensor | None]:
+        """What ranking scores against: :meth:`item_table` plus, once
+        :meth:`set_cold_offset` calibrated one, the offset of items that had no training events
+        (and of any row past the trained catalog: items added later). Training uses
+        :meth:`item_table` alone; evaluation, recommendation and serving use this."""
+        W, b = self.item_table()
+        mask: Tensor | None = getattr(self, "cold_mask", None)
+        if mask is None:
+            return W, b
+        rows = W.shape[0]
+        offset = torch.zeros(rows, dtype=W.dtype, device=W.device)  # [N+1]
+        m = mask[:rows].to(W.device)
+        offset[: len(m)] = torch.where(m, self.cold_offset.to(W.dtype), 0.0)
+        offset[len(m):] = self.cold_offset.to(W.dtype)  # rows past the trained catalog: new items
+        offset[0] = 0.0
+        return W, offset if b is None else b + offset
+
+    def set_cold_offset(self, cold: Tensor, offset: float) -> None:
+        """Add ``offset`` to the ranking score of the items where ``cold [N+1]`` (bool) holds:
+        saved with the weights (buffers ``cold_mask``, ``cold_offset``)."""
+        self.register_buffer("cold_mask", cold.detach().to(torch.bool).cpu().clone())
+        self.register_buffer("cold_offset", torch.tensor(float(offset)))
+
     def scores(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, N+1]`` scores of every item, padding column set to -inf (for small catalogs/tests)."""
-        W, b = self.item_table()
+        W, b = self.ranking_table()
         s = self.query(seq, times) @ W.T  # [B, N+1]
         if b is not None:
             s = s + b

@@ -102,7 +102,7 @@ class Engine:
         self.version = version or artifact_version(rec.artifact.path)
         self.loaded_at = time.time()
         with torch.no_grad():
-            W, b = self.model.item_table()
+            W, b = self.model.ranking_table()
         self.W = W.detach()  # [N+1, D]
         self.b = None if b is None else b.detach()  # [N+1]
         self.index: TopKIndex = build_index(
