@@ -100,8 +100,7 @@ def beauty(data_dir: Path, minutes: float, rows: list[dict[str, Any]], protocols
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["part"], row.get("protocol"), row.get("variant"), row.get("task"),
-            row.get("data", "ml-100k" if row["part"] == "tasks" else None))
+    return (row["part"], row.get("protocol"), row.get("variant"), row.get("task"), row.get("data"))
 
 
 def merge(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
@@ -155,7 +154,7 @@ def tasks_table(rows: list[dict[str, Any]]) -> str:
         if r["part"] != "tasks":
             continue
         t = r["test"]
-        data = r.get("data", "ml-100k")
+        data = r["data"]
         n = t.get("users", t.get("events", ""))
         if r["task"] == "interest":
             for m in ("KL", "top1_accuracy"):

@@ -56,6 +56,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def save(rows: list[dict[str, Any]], quiet: bool = False) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "scaling.json", json.dumps(rows, indent=2))
+    atomic_write_text(RESULTS / "scaling.md", table(rows) + "\n")
+    if not quiet:
+        print(table(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="beauty,ml-1m")
@@ -65,9 +73,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true", help="rewrite scaling.md from the JSON")
     args = ap.parse_args()
     if args.table_only:
-        rows = json.loads((RESULTS / "scaling.json").read_text())
-        atomic_write_text(RESULTS / "scaling.md", table(rows) + "\n")
-        print(table(rows))
+        save(json.loads((RESULTS / "scaling.json").read_text()))
         return
     data_dir = args.data_dir or default_data_dir()
     path = RESULTS / "scaling.json"
@@ -94,9 +100,7 @@ def main() -> None:
                    "train_seconds": res.train.seconds, "stop_reason": res.train.stop_reason,
                    "total_seconds": time.perf_counter() - t}
             rows = [r for r in rows if (r["dataset"], r["size"]) != (dataset, size)] + [row]
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(rows, indent=2))
-            atomic_write_text(RESULTS / "scaling.md", table(rows) + "\n")
+            save(rows, quiet=True)
             print(table([row]).splitlines()[-1], flush=True)
     print(table(rows))
 

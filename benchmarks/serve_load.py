@@ -198,7 +198,7 @@ async def _load(url: str, rate: float, duration: float, warmup: float, users: li
     wall = loop.time() - t0
     out: dict[str, Any] = {"rate_target": rate, "duration_s": duration, "warmup_s": warmup,
                            "event_share": event_share, "connections": connections,
-                           "wall_s": round(wall, 2)}
+                           "wall_s": round(wall, 2), "sent": n}
     measured = [r for r in records if r[1] >= warmup]
     out["throughput_rps"] = round(len(measured) / duration, 1)
     for kind in ("recommend", "event", "all"):
@@ -236,8 +236,7 @@ def bench_beauty(artifact: Path, work: Path, args: argparse.Namespace) -> dict[s
                    seed=0)
         cpu1 = server.cpu_seconds()
         if cpu0 is not None and cpu1 is not None:  # warm-up requests included: all of them
-            n = int(args.rate * (args.duration + args.warmup))
-            res["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / n, 3)
+            res["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / res["sent"], 3)
         import httpx
 
         res["server"] = httpx.get(f"{server.url}/health").json()["model"]

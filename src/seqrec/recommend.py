@@ -45,8 +45,17 @@ class Recommender:
         self._titles: list[str | None] = artifact.catalog.df["title"].to_list()
         with torch.no_grad():
             W, b = self.model.ranking_table()
-        self._W, self._b = W.detach(), None if b is None else b.detach()
-        self._WT = transposed(self._W)  # [D, N+1]
+        self.W = W.detach()  # [N+1, D]: what every ranking of this artifact scores against
+        self.b = None if b is None else b.detach()  # [N+1]
+        self._WT: torch.Tensor | None = None
+
+    @property
+    def WT(self) -> torch.Tensor:
+        """``W`` transposed (``[D, N+1]``), made on first use: the service ranks through its own
+        index and never needs this copy."""
+        if self._WT is None:
+            self._WT = transposed(self.W)
+        return self._WT
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Recommender:
@@ -106,8 +115,8 @@ class Recommender:
             ends = np.cumsum(lengths)
             hist, seen = history_batch(flat, ends - lengths, ends, self.model.max_len, self.device,
                                        exclude_seen)
-            _, top_s, top_i = rank_and_topk(self.model.query(hist), self._W, self._b, seen=seen, k=k,
-                                              WT=self._WT)
+            _, top_s, top_i = rank_and_topk(self.model.query(hist), self.W, self.b, seen=seen, k=k,
+                                              WT=self.WT)
             for (_, unknown), s_row, i_row in zip(part, top_s.cpu().numpy(), top_i.cpu().numpy()):
                 keep = i_row > 0  # fewer than k rankable items leave empty slots
                 ids = i_row[keep]

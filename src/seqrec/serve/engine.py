@@ -101,10 +101,7 @@ class Engine:
         self.seqs = rec.artifact.seqs
         self.version = version or artifact_version(rec.artifact.path)
         self.loaded_at = time.time()
-        with torch.no_grad():
-            W, b = self.model.ranking_table()
-        self.W = W.detach()  # [N+1, D]
-        self.b = None if b is None else b.detach()  # [N+1]
+        self.W, self.b = rec.W, rec.b  # [N+1, D], [N+1]: the Recommender's ranking table
         self.index: TopKIndex = build_index(
             self.W, self.b, self.options.index, ann_threshold=self.options.ann_threshold,
             nprobe=self.options.nprobe, cache_dir=self.options.index_cache, cache_key=self.version)

@@ -47,10 +47,7 @@ def score_unit(model: SequenceModel, split: Split, warm: np.ndarray, device: Any
     n = min(users, len(es))
     hist, _ = history_batch(split.seqs.items, es.hist_start[:n], es.hist_end[:n], model.max_len,
                             device, False)
-    W, b = model.item_table()
-    s = model.query(hist) @ W[torch.from_numpy(warm).to(W.device)].T  # [n, warm items]
-    if b is not None:
-        s = s + b[torch.from_numpy(warm).to(b.device)]
+    s = model.scores(hist)[:, torch.from_numpy(warm).to(hist.device)]  # [n, warm items]
     kth = s.topk(min(k, s.shape[1]), dim=1).values[:, -1]
     return float((kth - s.median(dim=1).values).mean())
 
