@@ -2,7 +2,7 @@
 users; and the interest / binary tasks on ML-100K (interest also on ML-1M) against their
 baselines.
 
-    python benchmarks/content.py                  # everything (about an hour on 2 CPU cores)
+    python benchmarks/content.py                  # everything (about three hours on 2 CPU cores)
     python benchmarks/content.py --part beauty    # or: tasks
     python benchmarks/content.py --part beauty --protocols standard --variants "fused (text+attrs, gated)"
 
@@ -13,7 +13,11 @@ events whose target is a cold vs. a warm item; held-out users after 1, 2, 3 even
 The fused model with id dropout (trained to score from content alone for part of the time, which
 cold items need) runs in both; without id dropout only in the standard split, where no item is
 cold. The "+ cold offset" rows add the validation-chosen score offset of the untrained items
-(``train.calibrate_cold_items``). Writes benchmarks/results/content.json and content.md; a run of
+(``train.calibrate_cold_items``); the "+ title neighbours" rows also let validation choose to rank
+each untrained item with the rows of the trained items whose titles are nearest
+(``train.cold_item_neighbours``), chosen for NDCG@10 over all validation targets; the
+"cold share >= 0.5" rows take the best offset among those giving cold targets at least half the
+validation NDCG@10 of warm ones (``train.cold_item_min_share``). Writes benchmarks/results/content.json and content.md; a run of
 some parts or variants replaces their rows and keeps the others.
 """
 
@@ -56,6 +60,30 @@ VARIANTS = {
     "fused (text+attrs, gated, id dropout 0.3) + cold offset": {
         "model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
         "content": {"text": True, "attributes": True}, "train": {"calibrate_cold_items": True}},
+    # each untrained item ranked with the rows of the trained items whose titles are nearest
+    # (k and tau chosen on validation, kept only if validation prefers it), then the offset
+    "id-only + title neighbours": {
+        "model": {"name": "sasrec"}, "content": {"text": True, "attributes": False},
+        "train": {"calibrate_cold_items": True, "cold_item_neighbours": True}},
+    "text-only (cosine, temperature 0.1) + title neighbours": {
+        "model": {"name": "sasrec", "temperature": 0.1, "fusion": {"mode": "content"}},
+        "content": {"text": True, "attributes": False},
+        "train": {"calibrate_cold_items": True, "cold_item_neighbours": True}},
+    "fused (text+attrs, gated, id dropout 0.3) + title neighbours": {
+        "model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+        "content": {"text": True, "attributes": True},
+        "train": {"calibrate_cold_items": True, "cold_item_neighbours": True}},
+    # the same, with the offset that is best overall among those giving cold targets at least
+    # half the NDCG@10 of warm ones on validation (train.cold_item_min_share = 0.5)
+    "id-only + title neighbours, cold share >= 0.5": {
+        "model": {"name": "sasrec"}, "content": {"text": True, "attributes": False},
+        "train": {"calibrate_cold_items": True, "cold_item_neighbours": True,
+                  "cold_item_min_share": 0.5}},
+    "fused (text+attrs, gated, id dropout 0.3) + title neighbours, cold share >= 0.5": {
+        "model": {"name": "sasrec", "fusion": {"mode": "gated", "id_dropout": 0.3}},
+        "content": {"text": True, "attributes": True},
+        "train": {"calibrate_cold_items": True, "cold_item_neighbours": True,
+                  "cold_item_min_share": 0.5}},
 }
 # which variants each protocol runs: without cold items there is nothing for id dropout to prepare
 PROTOCOL_VARIANTS = {
@@ -65,7 +93,12 @@ PROTOCOL_VARIANTS = {
                    "content-only (text+attrs)",
                    "fused (text+attrs, gated, id dropout 0.3)",
                    "text-only (cosine, temperature 0.1) + cold offset",
-                   "fused (text+attrs, gated, id dropout 0.3) + cold offset"],
+                   "fused (text+attrs, gated, id dropout 0.3) + cold offset",
+                   "id-only + title neighbours",
+                   "text-only (cosine, temperature 0.1) + title neighbours",
+                   "fused (text+attrs, gated, id dropout 0.3) + title neighbours",
+                   "id-only + title neighbours, cold share >= 0.5",
+                   "fused (text+attrs, gated, id dropout 0.3) + title neighbours, cold share >= 0.5"],
 }
 COLD = {"cold_items": 0.1, "cold_users": 0.05, "cold_seed": 0}
 

@@ -1,6 +1,7 @@
 """Cold-start protocols: held-out items and users never reach training; metrics per segment."""
 
 import numpy as np
+import pytest
 
 from seqrec.config import DataConfig, RunConfig
 from seqrec.data import datasets
@@ -125,7 +126,6 @@ def test_cold_offset_reaches_rows_past_the_trained_catalog():
 
 
 def test_cold_offset_and_refit_are_refused(ml100k_slice):
-    import pytest
 
     from seqrec.errors import ConfigError
 
@@ -133,3 +133,81 @@ def test_cold_offset_and_refit_are_refused(ml100k_slice):
                                "train": {"refit": True, "calibrate_cold_items": True}})
     with pytest.raises(ConfigError, match="cannot be combined"):
         run(cfg, None, progress=False)
+
+
+def test_neighbour_rows_are_the_nearest_trained_items_rows():
+    """k = 1 copies the most similar trained item's row (and bias); a soft mean of several lies
+    between them; an item without a vector keeps its own row; ranking_table applies them."""
+    import torch
+
+    from seqrec.models import build_model
+    from seqrec.train.calibrate import neighbour_rows
+
+    model = build_model({"name": "sasrec", "d_model": 8, "max_len": 5}, 6, 0)
+    cold = np.array([False, False, False, False, True, True, True])  # items 4, 5, 6 untrained
+    vectors = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.9, 0.1], [0.1, 0.9], [0, 0]], float)
+    W, _ = model.item_table()
+    index, rows, bias = neighbour_rows(model, vectors, cold, k=1, tau=0.1)
+    assert index.tolist() == [4, 5]  # item 6 has no vector: left alone
+    torch.testing.assert_close(rows, W[[1, 2]].detach())
+    assert bias is None
+    _, soft, _ = neighbour_rows(model, vectors, cold, k=3, tau=10.0)  # nearly the plain mean
+    torch.testing.assert_close(soft[0], W[[1, 2, 3]].detach().mean(0), atol=0.02, rtol=0)
+    model.set_cold_rows(index, rows)
+    R, _ = model.ranking_table()
+    torch.testing.assert_close(R[[4, 5]], W[[1, 2]].detach())
+    torch.testing.assert_close(R[[0, 1, 2, 3, 6]], W[[0, 1, 2, 3, 6]].detach())
+
+
+@pytest.mark.parametrize("min_share", [0.0, 0.9])
+def test_cold_item_neighbours_are_chosen_on_validation_and_saved(ml100k_slice, tmp_path, min_share):
+    """An id-only model with ``cold_item_neighbours``: the titles are read for the neighbours only;
+    every (k, tau) tried is recorded, the best on validation is kept (none if nothing beats it);
+    the offset is the best overall among those giving cold targets ``min_share`` of the warm
+    ones' NDCG@10 (the highest share if none does); the artifact ranks with the chosen rows."""
+    import torch
+
+    from seqrec.recommend import Recommender
+
+    cfg = RunConfig.from_dict({"data": {"name": str(ml100k_slice), "cold_items": 0.2},
+                               "model": {"name": "sasrec", "d_model": 16, "max_len": 20},
+                               "content": {"text": True, "attributes": False},
+                               "train": {"epochs": 2, "calibrate_cold_items": True,
+                                         "cold_item_neighbours": True,
+                                         "cold_item_min_share": min_share}})
+    res = run(cfg, tmp_path / "art", progress=False)
+    cal = res.calibration
+    tried = cal["neighbours_tried"]
+    assert [t["neighbours"] for t in tried][:2] == [None, {"k": 1, "tau": 0.02}] and len(tried) == 6
+    for t in tried + cal["tried"]:
+        warm = t["warm NDCG@10"]
+        assert t["cold share"] == pytest.approx(t["cold NDCG@10"] / warm if warm else 0.0)
+    best = max(tried, key=lambda t: t["NDCG@10"])
+    assert cal["neighbours"] == best["neighbours"] and cal["min_share"] == min_share
+    assert cal["valid NDCG@10 without"] == tried[0]["NDCG@10"]
+    assert res.valid["NDCG@10"] == pytest.approx(cal["valid NDCG@10"])
+    chosen = next(t for t in cal["tried"] if t["offset"] == cal["offset"])
+    feasible = [t for t in cal["tried"] if t["cold share"] >= min_share]
+    if feasible:
+        assert chosen["NDCG@10"] == max(t["NDCG@10"] for t in feasible)
+    else:
+        assert chosen["cold share"] == max(t["cold share"] for t in cal["tried"])
+        assert "no offset tried" in cal["note"]
+    if min_share == 0:
+        assert cal["valid NDCG@10"] >= best["NDCG@10"] >= tried[0]["NDCG@10"]
+    assert res.model.items.uses_content is False  # the model itself reads ids only
+    rec = Recommender.load(tmp_path / "art")
+    for a, b in zip(rec.model.ranking_table(), res.model.ranking_table()):
+        torch.testing.assert_close(a, b)
+
+
+def test_cold_item_neighbours_need_calibration_and_text(ml100k_slice):
+
+    from seqrec.errors import ConfigError
+
+    cfg = RunConfig.from_dict({"data": {"name": str(ml100k_slice)}, "model": {"name": "sasrec"},
+                               "train": {"calibrate_cold_items": True, "cold_item_neighbours": True}})
+    with pytest.raises(ConfigError, match="needs train.calibrate_cold_items = true and item text"):
+        run(cfg, None, progress=False)
+    with pytest.raises(ConfigError, match=r"cold_item_min_share must be in \[0, 1\], got 1.5"):
+        RunConfig.from_dict({"train": {"cold_item_min_share": 1.5}})

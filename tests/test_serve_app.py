@@ -16,7 +16,7 @@ from seqrec.serve.app import create_app
 from seqrec.serve.batcher import MicroBatcher
 from seqrec.serve.settings import ServeSettings
 
-from _serve_support import API_KEY, tiny_artifact
+from _serve_support import API_KEY, require_binary, tiny_artifact
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -330,3 +330,28 @@ def test_a_failing_batch_fails_its_requests_only(in_loop):
         assert asyncio.run(b.submit(2)) == 2
     finally:
         b.stop()
+
+
+def test_a_started_service_freezes_its_long_lived_objects(client):
+    import gc
+
+    client.get("/health")
+    assert gc.get_freeze_count() > 10_000  # torch, FastAPI, the model: out of every collection
+
+
+def test_compiled_model_serves_the_same_lists(rec):
+    """``--compile``: torch.compile'd query, compiled for every shape class at load time."""
+    import torch
+
+    from seqrec.serve.engine import Engine, EngineOptions, Query
+
+    require_binary("g++", "g++")  # PyTorch's CPU backend compiles C++
+    plain = Engine(rec, EngineOptions())
+    compiled = Engine(rec, EngineOptions(compile=True))
+    assert compiled.describe()["compiled"] is True
+    users = rec.users.ids[:24]
+    qs = [Query(live_items=[], user=u) for u in users]
+    for batch in (qs[:1], qs[1:2], qs[2:]):  # one request, and a batch of several
+        for a, b in zip(plain.recommend(batch), compiled.recommend(batch)):
+            assert a.items == b.items
+            torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores))

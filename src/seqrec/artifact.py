@@ -150,6 +150,8 @@ def load_model(path: Path, config: dict[str, Any], features: Any = None) -> Sequ
     state = load_file(str(path / "weights.safetensors"))
     if "cold_mask" in state:  # a calibrated cold-item offset (SequenceModel.set_cold_offset)
         model.set_cold_offset(state["cold_mask"], float(state["cold_offset"]))
+    if "cold_index" in state:  # calibrated rows of untrained items (SequenceModel.set_cold_rows)
+        model.set_cold_rows(state["cold_index"], state["cold_rows"], state["cold_bias"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ArtifactError(f"{path}: weights do not match the model (missing {missing}, "

@@ -127,6 +127,16 @@ class TrainConfig:
     """After selection, choose on validation one score offset for the items that had no
     training event (held out, or new in the catalog) and save it with the model
     (:mod:`seqrec.train.calibrate`). Validation metrics are then those with the offset."""
+    cold_item_neighbours: bool = False
+    """With ``calibrate_cold_items`` and item text (``[content] text``): before the offset, also
+    try ranking each untrained item with the mean row of its most similar trained items (by
+    text vector), kept only if validation prefers it. Works for id-only models too: the text is
+    then used for this alone."""
+    cold_item_min_share: float = 0.0
+    """With ``calibrate_cold_items``: the offset is the best on validation among those that give
+    targets that are untrained items at least this share of the selection metric of the other
+    targets (0.5: cold NDCG@10 >= half of warm), at whatever cost overall; if none does, the one
+    with the highest share. 0: the best overall."""
     window_stride: int = 0
     """``windows = "all"``: events between the ends of consecutive windows (0 = ``max_len``, no
     overlap). Smaller strides give every target at least ``max_len - stride`` events of context,
@@ -135,6 +145,11 @@ class TrainConfig:
     """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``."""
     compile: bool = False
     """Compile the sequence encoder with ``torch.compile`` (first epoch pays the compile time)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_item_min_share <= 1.0:
+            raise ConfigError(f"train.cold_item_min_share must be in [0, 1], got "
+                              f"{self.cold_item_min_share}")
 
 
 @dataclass

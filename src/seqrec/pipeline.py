@@ -77,9 +77,10 @@ def item_features(cfg: RunConfig, prepared: Prepared, progress: bool = True) -> 
             raise ConfigError(f"[model.fusion] mode {mode!r} needs item content: add a [content] "
                               "table (or --content text|attrs|text+attrs)")
         return None
-    if mode == "id":
+    if mode == "id" and not cfg.train.cold_item_neighbours:  # ids plus text for neighbours only
         raise ConfigError("[content] is set but [model.fusion] mode is 'id', which ignores it: "
-                          "choose content, sigmoid, gated or sum")
+                          "choose content, sigmoid, gated or sum (or set "
+                          "train.cold_item_neighbours, which reads the text for cold items)")
     from seqrec.content.features import build_item_features
 
     feats = build_item_features(prepared.split.seqs.items_vocab.ids, prepared.catalog, cfg.content,
@@ -148,9 +149,16 @@ def run(
     if cfg.train.calibrate_cold_items and cfg.train.refit:
         raise ConfigError("train.calibrate_cold_items and train.refit cannot be combined: the "
                           "offset is chosen on validation targets, which a refit trains on")
+    if cfg.train.cold_item_neighbours and not (
+            cfg.train.calibrate_cold_items and cfg.content is not None and cfg.content.text):
+        raise ConfigError("train.cold_item_neighbours needs train.calibrate_cold_items = true and "
+                          "item text ([content] text = true, or --content text): the neighbours "
+                          "are found by text vector")
     prepared = prepared or prepare(cfg, data_dir)
     split = prepared.split
-    content = item_features(cfg, prepared, progress=progress)
+    features = item_features(cfg, prepared, progress=progress)
+    # an id-only model may read item text for the cold-item neighbours alone
+    content = None if model_config(cfg.model)[1].fusion.mode == "id" else features
     model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed, content=content)
     workdir = None
     if output is not None and model.trainable:
@@ -165,7 +173,9 @@ def run(
     if cfg.train.calibrate_cold_items and model.trainable:
         calibration = calibrate_cold_items(
             model, split, selection_eval_config(cfg.eval, cfg.train.select_metric),
-            cfg.train.select_metric, device)
+            cfg.train.select_metric, device,
+            neighbour_vectors=features.text if cfg.train.cold_item_neighbours else None,
+            min_share=cfg.train.cold_item_min_share)
     valid = evaluate(model, split, "valid", cfg.eval, device=device)
     if not with_test:  # model selection (tuning): the test split is never looked at
         return RunResult(model, split, result, valid.metrics, {}, valid.protocol, None, prepared.seconds,
@@ -196,8 +206,8 @@ def run(
     artifact = None
     if output is not None:
         report = {"dataset": prepared.name, "preprocess": split.seqs.report, "split": split.protocol}
-        if content is not None:
-            report["content"] = content.report
+        if features is not None:
+            report["content"] = features.report
         artifact = save_artifact(Path(output), model=model.cpu(), run_config=cfg, seqs=split.seqs,
                                  catalog=prepared.catalog, metrics=metrics, history=result.history,
                                  report=report, features=content)

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder where built ANN indexes are kept between starts")
     p.add_argument("--no-incremental", action="store_true",
                    help="re-encode every history instead of continuing cached RNN states")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile at start (needs g++; faster requests)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch / faiss threads for inference (default 1: best latency when "
                         "requests overlap)")
@@ -89,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         artifact=args.artifact, store=args.store, api_keys=keys, insecure=args.insecure,
         engine=EngineOptions(index=args.index, ann_threshold=args.ann_threshold, nprobe=args.nprobe,
                              index_cache=str(args.index_cache) if args.index_cache else None,
-                             incremental=not args.no_incremental),
+                             incremental=not args.no_incremental,
+                             compile=args.compile),
         inference_thread=args.inference_thread, max_batch=args.max_batch,
         max_events=args.max_events, max_body_bytes=args.max_body_bytes,
         reload_on_sighup=True)

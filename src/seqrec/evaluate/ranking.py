@@ -26,38 +26,44 @@ def _mask_chunk(s: Tensor, start: int, seen: Tensor | None) -> None:
     """Set padding (index 0) and ``seen`` items (``[B, H]``, 0-padded) to -inf in chunk ``s``."""
     if start == 0:
         s[:, 0] = NEG_INF
+        if seen is not None:  # padding and items past the chunk land on column 0, already -inf
+            s.scatter_(1, torch.where(seen < s.shape[1], seen, 0), NEG_INF)
+        return
     if seen is None:
         return
     local = seen - start  # [B, H]
     ok = (seen > 0) & (local >= 0) & (local < s.shape[1])
-    col0 = None if start == 0 else s[:, 0].clone()
+    col0 = s[:, 0].clone()
     s.scatter_(1, torch.where(ok, local, 0), NEG_INF)  # misses land on column 0, restored below
-    if col0 is not None:
-        s[:, 0] = torch.where((ok & (local == 0)).any(1), NEG_INF, col0)
+    s[:, 0] = torch.where((ok & (local == 0)).any(1), NEG_INF, col0)
 
 
-def _topk_exact(s: Tensor, k: int, scratch: Tensor) -> tuple[Tensor, Tensor]:
+def _topk_exact(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top ``k`` of ``s [B, C]`` by (score desc, column asc): ``(scores, columns)``, both ``[B, k]``.
 
     ``torch.topk`` alone may pick any of several tied items at the boundary; rows with such ties
-    take the lowest columns, so results do not depend on batch shape or chunking.
+    (the ``k+1``-th best score equals the ``k``-th) take the lowest columns, so results do not
+    depend on batch shape or chunking.
     """
-    k = min(k, s.shape[1])
-    vals, pos = torch.topk(s, k, dim=1)  # [B, k]
-    v = vals[:, -1:]  # [B, 1] the k-th best score
-    n_ge = s.shape[1] - _count_above(v, s, scratch[: s.shape[0], : s.shape[1]])  # entries >= v
-    tie_rows = (n_ge > k).nonzero().squeeze(1)
-    if len(tie_rows):
-        ss, vv = s[tie_rows], v[tie_rows]
-        tied = ss == vv
-        need = k - (ss > vv).sum(1, keepdim=True)
-        take = (ss > vv) | (tied & (tied.cumsum(1) <= need))  # exactly k per row
-        pos[tie_rows] = take.nonzero()[:, 1].view(-1, k)
-        vals[tie_rows] = ss.gather(1, pos[tie_rows])
-    o = torch.argsort(pos, dim=1)  # column order first ...
-    pos, vals = pos.gather(1, o), vals.gather(1, o)
-    o = torch.sort(vals, dim=1, descending=True, stable=True).indices  # ... then by score
-    return vals.gather(1, o), pos.gather(1, o)
+    C = s.shape[1]
+    k = min(k, C)
+    vals, pos = torch.topk(s, min(k + 1, C), dim=1)  # [B, k+1]: one more, to see boundary ties
+    if vals.shape[1] > k:
+        tie_rows = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)
+        vals, pos = vals[:, :k], pos[:, :k]
+        if len(tie_rows):
+            ss, vv = s[tie_rows], vals[tie_rows, k - 1 :]
+            tied = ss == vv
+            need = k - (ss > vv).sum(1, keepdim=True)
+            take = (ss > vv) | (tied & (tied.cumsum(1) <= need))  # exactly k per row
+            pos[tie_rows] = take.nonzero()[:, 1].view(-1, k)
+            vals[tie_rows] = ss.gather(1, pos[tie_rows])
+    if k > 1 and not bool((vals[:, :-1] > vals[:, 1:]).all()):  # ties inside: order them
+        o = torch.argsort(pos, dim=1)  # column order first ...
+        pos, vals = pos.gather(1, o), vals.gather(1, o)
+        o = torch.sort(vals, dim=1, descending=True, stable=True).indices  # ... then by score
+        vals, pos = vals.gather(1, o), pos.gather(1, o)
+    return vals, pos
 
 
 def transposed(W: Tensor) -> Tensor:
@@ -102,9 +108,8 @@ def rank_and_topk(
             rankable &= ~(targets[:, :, None] == seen[:, None, :]).any(-1)
         t_score = torch.where(rankable, tgt_scores, torch.full_like(tgt_scores, float("nan")))
         counts = torch.zeros(targets.shape, dtype=torch.float64, device=dev)
-    T = targets.shape[1] if targets is not None else 1
-    scratch3 = torch.empty(B, T, min(chunk, n), device=dev, dtype=q.dtype)  # reused by every count
-    scratch = scratch3[:, 0, :] if T == 1 else torch.empty(B, min(chunk, n), device=dev, dtype=q.dtype)
+    if targets is not None:  # reused by every count
+        scratch3 = torch.empty(B, targets.shape[1], min(chunk, n), device=dev, dtype=q.dtype)
     scores_buf = torch.empty(B * min(chunk, n), device=dev, dtype=q.dtype)
     best_s = torch.empty(B, 0, device=dev)
     best_i = torch.empty(B, 0, dtype=torch.long, device=dev)
@@ -138,13 +143,13 @@ def rank_and_topk(
                 idx = torch.arange(start, stop, device=dev)
                 counts[bi, ti] += ((s[bi] == ts[bi, ti]) & (idx < targets[bi, ti, None])).sum(-1).double()
         if k > 0:
-            cs, cpos = _topk_exact(s, k, scratch)  # this chunk's best k
+            cs, cpos = _topk_exact(s, k)  # this chunk's best k
             ci = cpos + start
             if best_i.shape[1]:
                 cand_s, cand_i = torch.cat([best_s, cs], 1), torch.cat([best_i, ci], 1)  # [B, 2k]
                 order = torch.argsort(cand_i, dim=1)  # item order, so ties go to lower items
                 cand_s, cand_i = cand_s.gather(1, order), cand_i.gather(1, order)
-                cs, cpos = _topk_exact(cand_s, k, scratch)
+                cs, cpos = _topk_exact(cand_s, k)
                 ci = cand_i.gather(1, cpos)
             best_s, best_i = cs, ci
     ranks = None

@@ -74,11 +74,18 @@ class SequenceModel(nn.Module):
         raise NotImplementedError
 
     def ranking_table(self) -> tuple[Tensor, Tensor | None]:
-        """What ranking scores against: :meth:`item_table` plus, once
-        :meth:`set_cold_offset` calibrated one, the offset of items that had no training events
-        (and of any row past the trained catalog: items added later). Training uses
-        :meth:`item_table` alone; evaluation, recommendation and serving use this."""
+        """What ranking scores against: :meth:`item_table` with the calibrated corrections of
+        items that had no training events (:mod:`seqrec.train.calibrate`): rows given by
+        :meth:`set_cold_rows` (the nearest trained items' rows), then the offset of
+        :meth:`set_cold_offset` (also on any row past the trained catalog: items added later).
+        Training uses :meth:`item_table` alone; evaluation, recommendation and serving use this."""
         W, b = self.item_table()
+        index: Tensor | None = getattr(self, "cold_index", None)
+        if index is not None and len(index):
+            index = index.to(W.device)
+            W = W.index_copy(0, index, self.cold_rows.to(W.device, W.dtype))
+            if b is not None:
+                b = b.index_copy(0, index, self.cold_bias.to(b.device, b.dtype))
         mask: Tensor | None = getattr(self, "cold_mask", None)
         if mask is None:
             return W, b
@@ -95,6 +102,17 @@ class SequenceModel(nn.Module):
         saved with the weights (buffers ``cold_mask``, ``cold_offset``)."""
         self.register_buffer("cold_mask", cold.detach().to(torch.bool).cpu().clone())
         self.register_buffer("cold_offset", torch.tensor(float(offset)))
+
+    def set_cold_rows(self, index: Tensor, rows: Tensor, bias: Tensor | None = None) -> None:
+        """Rank items ``index [M]`` with ``rows [M, D]`` (and ``bias [M]``, for tables with a bias)
+        in place of their :meth:`item_table` rows: saved with the weights (buffers
+        ``cold_index``, ``cold_rows``, ``cold_bias``). An empty ``index`` removes them."""
+        if len(index) != len(rows) or (bias is not None and len(bias) != len(index)):
+            raise ValueError(f"{len(index)} indices for {len(rows)} rows")
+        self.register_buffer("cold_index", index.detach().to(torch.long).cpu().clone())
+        self.register_buffer("cold_rows", rows.detach().float().cpu().clone())
+        self.register_buffer("cold_bias", (torch.zeros(len(index)) if bias is None
+                                           else bias.detach().float().cpu().clone()))
 
     def scores(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, N+1]`` scores of every item, padding column set to -inf (for small catalogs/tests)."""
