@@ -70,6 +70,7 @@ def neighbour_rows(model: SequenceModel, vectors: np.ndarray, cold: np.ndarray, 
     text) keep their own row, and are never anyone's neighbour."""
     W, b = model.item_table()
     W = W.detach().float().cpu()
+    b = None if b is None else b.detach().float().cpu()
     V = torch.as_tensor(vectors, dtype=torch.float32)
     has = (V.norm(dim=1) > 0).numpy()
     V = torch.nn.functional.normalize(V, dim=1)
@@ -84,9 +85,8 @@ def neighbour_rows(model: SequenceModel, vectors: np.ndarray, cold: np.ndarray, 
         sim, j = (V[ci[s:s + chunk]] @ V[wi].T).topk(k, dim=1)  # [c, k]
         w = torch.softmax(sim / tau, dim=1)
         rows[s:s + chunk] = (w[:, :, None] * W[wi[j]]).sum(1)
-        if bias is not None:
-            assert b is not None
-            bias[s:s + chunk] = (w * b.detach().float().cpu()[wi[j]]).sum(1)
+        if b is not None and bias is not None:
+            bias[s:s + chunk] = (w * b[wi[j]]).sum(1)
     return ci, rows, bias
 
 
@@ -113,13 +113,10 @@ def calibrate_cold_items(model: SequenceModel, split: Split, eval_cfg: EvalConfi
     was_training = model.training
     model.eval()
     cold_t = torch.from_numpy(cold)
-    targets_cold: dict[str, np.ndarray] = {}
 
     def validate() -> dict[str, float]:
         res = evaluate(model, split, "valid", eval_cfg, device=device)
-        if "c" not in targets_cold:
-            targets_cold["c"] = cold[res.targets]
-        c = targets_cold["c"]
+        c = cold[res.targets]  # per target: is it an untrained item
         row = {metric: res.metrics[metric],
                f"cold {metric}": res.segment(c, eval_cfg.ks).get(metric, 0.0),
                f"warm {metric}": res.segment(~c, eval_cfg.ks).get(metric, 0.0)}
@@ -131,18 +128,17 @@ def calibrate_cold_items(model: SequenceModel, split: Split, eval_cfg: EvalConfi
     out: dict[str, Any] = {"items": int(cold.sum())}
     chosen_rows = None
     if neighbour_vectors is not None:
-        plain = {"neighbours": None, **validate()}
-        tried_rows = [plain]
-        for k, tau in NEIGHBOURS:
-            model.set_cold_rows(*neighbour_rows(model, neighbour_vectors, cold, k, tau))
-            tried_rows.append({"neighbours": {"k": k, "tau": tau}, **validate()})
-        best_rows = max(tried_rows, key=lambda t: t[metric])  # the first (none) among equals
-        chosen_rows = best_rows["neighbours"]
-        if chosen_rows is None:
-            model.set_cold_rows(torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
-        else:
-            model.set_cold_rows(*neighbour_rows(model, neighbour_vectors, cold,
-                                                chosen_rows["k"], chosen_rows["tau"]))
+        none = (torch.zeros(0, dtype=torch.long), torch.zeros(0, 1), None)
+        candidates = [(None, none)] + [
+            ({"k": k, "tau": tau}, neighbour_rows(model, neighbour_vectors, cold, k, tau))
+            for k, tau in NEIGHBOURS]
+        tried_rows = []
+        for setting, rows in candidates:
+            model.set_cold_rows(*rows)
+            tried_rows.append({"neighbours": setting, **validate()})
+        pick = max(range(len(tried_rows)), key=lambda i: tried_rows[i][metric])  # first among equals
+        chosen_rows, rows = candidates[pick]
+        model.set_cold_rows(*rows)
         out.update(neighbours=chosen_rows, neighbours_tried=tried_rows)
     warm = np.flatnonzero(~cold)[1:]  # index 0 is padding
     unit = score_unit(model, split, warm, device)
@@ -150,9 +146,9 @@ def calibrate_cold_items(model: SequenceModel, split: Split, eval_cfg: EvalConfi
     for f in FRACTIONS:
         model.set_cold_offset(cold_t, f * unit)
         tried.append({"offset": f * unit, "fraction": f, **validate()})
-    without = next(t for t in tried if t["fraction"] == 0.0)
-    if neighbour_vectors is not None:  # "without" means without any correction
-        without = tried_rows[0]
+    # "without" means without any correction: no neighbour rows, no offset
+    without = (tried_rows[0] if neighbour_vectors is not None
+               else next(t for t in tried if t["fraction"] == 0.0))
     # the best value; among equals the smallest offset (0 first)
     feasible = [t for t in tried if t["cold share"] >= min_share]
     if feasible:
