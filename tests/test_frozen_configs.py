@@ -4,6 +4,7 @@ and ``benchmarks/freeze.py`` writes a config that reads back to the run it froze
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ def _load_script(name: str):
 def test_frozen_config_is_complete(path):
     cfg = load_run_config(path)
     raw = load_toml(path)
-    variant = "-refit" if cfg.train.refit else ""  # tested after a retrain on train + valid
-    assert path.stem == f"{cfg.model['name']}{variant}-{cfg.data.name}"
+    refit = "-refit" if cfg.train.refit else ""  # tested after a retrain on train + valid
+    # <model>[-<variant label>][-refit]-<dataset>, e.g. sasrec-wide-refit-beauty
+    assert re.fullmatch(rf"{cfg.model['name']}(-[a-z0-9]+)?{refit}-{cfg.data.name}", path.stem)
     model_config(cfg.model)  # every model field is valid
     assert cfg.train.max_minutes == 0, "a frozen run must not depend on the machine's speed"
     assert "run" in raw["about"] and "check" in raw["about"]

@@ -69,3 +69,18 @@ def test_compiled_training_matches_eager():
                     EvalConfig(ks=[10]), progress=False)
         losses.append(res.history[0]["loss"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_packed_rnn_flops_count_real_items_only():
+    """A packed LSTM computes nothing at padding: its FLOPs are those of the real items, however
+    wide the batch is padded (a SASRec's count includes the padding it does compute)."""
+    histories = [list(range(1, 4 + (u % 9))) for u in range(40)]  # lengths 3..11: padded batches
+    split = leave_one_out(sequences_from_lists(histories))
+    n = split.seqs.n_items
+    model = build_model({"name": "lstm", "embed_dim": 16, "hidden_dim": 16}, n, 0)
+    res = train(model, split, TrainConfig(epochs=1, batch_size=7, device="cpu"), EvalConfig(ks=[10]),
+                progress=False)
+    pairs = int((split.train_end - split.train_start - 1).clip(min=0).sum())  # each scored once
+    expected = encoder_flops(model, pairs, 0) + loss_flops("softmax", pairs, n, 16, 0)
+    assert res.history[0]["encoder_tokens"] == pairs
+    assert res.history[0]["flops"] == pytest.approx(expected)

@@ -88,26 +88,31 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
+        # d loss / d logit = scale * (p - onehot), p = E / s. The 1 / s of each row and the one-hot
+        # are applied to [P, D] rows, never to the [P, C] blocks: grad_h = ((E @ W) / s - onehot @
+        # W) * scale and grad_W = E^T (h * scale / s) - onehot^T (h * scale); each block is read
+        # by its two matrix products only.
         h, W, b, targets, lse, s = ctx.saved_tensors
         P, n, chunk, blocks = h.shape[0], W.shape[0], ctx.chunk, ctx.blocks
         scale = g / P
-        inv = (scale / s)[:, None]  # stored blocks hold exp(logit - bound); probs = block / s
-        grad_h = torch.zeros_like(h)
+        # stored blocks hold exp(logit - bound), recomputed ones exp(logit - lse) = p
+        inv = scale / s if blocks else scale.expand(P)  # [P]
+        hs = h * inv[:, None]  # [P, D]
+        acc = torch.zeros_like(h)  # sum over chunks of E @ W
         grad_W = torch.zeros_like(W)
         grad_b = torch.zeros_like(b) if b is not None else None
         for c, start in enumerate(range(1, n, chunk)):
             stop = min(start + chunk, n)
-            if blocks:
-                G = blocks[c].mul_(inv)  # softmax probs * scale, [P, C]
-            else:
-                G = _logits(h, W, b, start, stop).sub_(lse[:, None]).exp_().mul_(scale)
-            rows = ((targets >= start) & (targets < stop)).nonzero().squeeze(1)
-            G[rows, targets[rows] - start] -= scale  # minus the one-hot target
-            grad_h.addmm_(G, W[start:stop])
-            torch.mm(G.T, h, out=grad_W[start:stop])
+            E = blocks[c] if blocks else _logits(h, W, b, start, stop).sub_(lse[:, None]).exp_()
+            acc.addmm_(E, W[start:stop])
+            torch.mm(E.T, hs, out=grad_W[start:stop])
             if grad_b is not None:
-                grad_b[start:stop] = G.sum(0)
+                torch.mv(E.T, inv, out=grad_b[start:stop])
         ctx.blocks = []
+        grad_h = acc.mul_(inv[:, None]).sub_(W[targets] * scale)
+        grad_W.index_add_(0, targets, h * -scale)
+        if grad_b is not None:
+            grad_b.index_add_(0, targets, (-scale).expand(P).to(grad_b.dtype))
         return grad_h, grad_W, grad_b, None, None
 
 

@@ -130,6 +130,10 @@ class SequenceModel(nn.Module):
     uses_labels: ClassVar[bool] = False
     """True for models trained on a per-event label (binary tasks): ``loss(..., labels=)``."""
 
+    skips_padding: ClassVar[bool] = False
+    """True when ``encode`` computes nothing at padding positions (packed RNNs): FLOPs are then
+    counted over real items only, not over the padded batch."""
+
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
              times: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         """Next-item loss at every real position (``targets > 0``)."""

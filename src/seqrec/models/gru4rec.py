@@ -26,6 +26,7 @@ class GRU4RecConfig(ModelConfig):
 class GRU4Rec(SequenceModel):
     name = "gru4rec"
     config_class = GRU4RecConfig
+    skips_padding = True  # packed sequences: padding never enters the recurrence
 
     def __init__(self, config: GRU4RecConfig, n_items: int, content=None) -> None:
         super().__init__(config, n_items, content)

@@ -43,6 +43,7 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor, seq: Tensor) -> Tensor:
 class LSTMRec(SequenceModel):
     name = "lstm"
     config_class = LSTMConfig
+    skips_padding = True  # packed sequences: padding never enters the recurrence
 
     def __init__(self, config: LSTMConfig, n_items: int, content=None) -> None:
         super().__init__(config, n_items, content)
