@@ -9,6 +9,7 @@ stopped midway still reports what it reached).
     python benchmarks/accuracy.py --datasets ml-1m --models sasrec --max-minutes 90
     python benchmarks/accuracy.py --datasets beauty --models sasrec --refit   # rows "sasrec-refit"
     python benchmarks/accuracy.py --datasets beauty --models sasrec-wide --refit   # a variant
+    python benchmarks/accuracy.py --datasets beauty --models sasrec-cosine --refit
 
 ``--refit``: after selection on validation, a fresh model is trained for the selected number of
 epochs on every event before the test targets (validation targets included) and that model is
@@ -45,6 +46,12 @@ SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("beauty", "sasrec-wide"): {"name": "sasrec",
                                 "model": {"d_model": 256, "n_heads": 2, "dropout": 0.5},
                                 "train": {"lr": 2e-3, "batch_size": 128, "patience": 4}},
+    # the wide model with one cosine decay of the learning rate over 15 epochs: validation
+    # NDCG@10 0.0687 against 0.0656 at a constant rate (its refit retraces the same schedule)
+    ("beauty", "sasrec-cosine"): {"name": "sasrec",
+                                  "model": {"d_model": 256, "n_heads": 2, "dropout": 0.5},
+                                  "train": {"lr": 2e-3, "batch_size": 128, "epochs": 15,
+                                            "patience": 15, "lr_schedule": "cosine"}},
     ("ml-1m", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
     ("ml-1m", "lstm"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},
     ("ml-1m", "gru4rec"): {"model": {"max_len": 200}, "train": {"batch_size": 64}},

@@ -51,22 +51,18 @@ import numpy as np
 import torch
 
 from seqrec.cli.quickstart import quickstart_config
+from seqrec.cli.train import apply_overrides
 from seqrec.config import DataConfig, EvalConfig, RunConfig
 from seqrec.data.batching import scored_pairs, training_windows
 from seqrec.data.datasets import default_data_dir
 from seqrec.data.preprocess import Sequences
 from seqrec.data.split import Split
-from seqrec.errors import SeqrecError
+from seqrec.errors import ConfigError, SeqrecError
 from seqrec.evaluate.protocol import evaluate
 from seqrec.fsutil import atomic_write_text
 from seqrec.models.base import SequenceModel
 from seqrec.pipeline import Prepared, prepare, run
 from seqrec.train.loop import resolve_device
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -181,26 +177,19 @@ def seqrec_config(dataset: str, max_minutes: float, sets: list[str]) -> RunConfi
     )
     raw = cfg.to_dict()
     for item in sets:
-        key, eq, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not eq or not dot or section not in raw:
+        if item.partition(".")[0].strip() not in raw:
             raise PeerError(f"--seqrec-set expects SECTION.KEY=VALUE with SECTION one of "
                             f"{', '.join(raw)}; got {item!r}")
-        raw[section][name] = _toml_value(value.strip())
+    try:
+        apply_overrides(raw, sets)
+    except ConfigError as e:
+        raise PeerError(str(e)) from None
     cfg = RunConfig.from_dict(raw)
     if cfg.data.split != "leave-one-out":
         raise PeerError("the comparison needs data.split = leave-one-out (RecBole's LS split)")
     if cfg.model.get("name") != "sasrec":
         print(f"note: comparing RecBole's SASRec with seqrec's {cfg.model.get('name')}", flush=True)
     return cfg
-
-
-def _toml_value(text: str) -> Any:
-    """A ``--seqrec-set`` value as TOML reads it (numbers, booleans, lists), else the raw string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def write_atomic_inter(seqs: Sequences, folder: Path, name: str) -> Path:
@@ -541,7 +530,7 @@ def notes(result: dict[str, Any]) -> list[str]:
                            f"seqrec test NDCG@10 higher: {'yes' if c['seqrec_test_higher'] else 'no'}).")
     if sq is not None:
         out.append(f"- seqrec settings: model {json.dumps(sq['config']['model'])}, train "
-                   f"{json.dumps({k: sq['config']['train'].get(k) for k in ('batch_size', 'lr', 'patience', 'max_minutes', 'loss', 'window_stride', 'seed')})}.")
+                   f"{json.dumps({k: sq['config']['train'].get(k) for k in ('batch_size', 'lr', 'lr_schedule', 'epochs', 'patience', 'max_minutes', 'loss', 'window_stride', 'seed')})}.")
     m = result.get("machine", {})
     if m:
         out.append(f"- Machine: {m.get('cpus')} CPUs, {m.get('platform')}, load average at start "
@@ -561,6 +550,11 @@ def save(result: dict[str, Any], results_dir: Path) -> None:
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     atomic_write_text(results_dir / f"peer_recbole_{result['dataset']}.json",
                       json.dumps(result, indent=1, default=str))
+    write_markdown(results_dir)
+
+
+def write_markdown(results_dir: Path) -> None:
+    """``peer_recbole.md`` from every dataset's JSON in ``results_dir``."""
     parts = ["# RecBole 1.2.1 vs seqrec: SASRec, same split, same machine", "",
              "Written by `benchmarks/peer_recbole.py`; every number below is measured by it.", ""]
     for f in sorted(results_dir.glob("peer_recbole_*.json")):

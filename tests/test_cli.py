@@ -183,3 +183,18 @@ def test_temporal_users_without_history_are_counted(ml100k_slice):
     sp = make_split(preprocess(log, cfg), cfg)
     assert sp.protocol["test_users"] == len(sp.test)
     assert np.all(sp.test.hist_end > sp.test.hist_start)
+
+
+def test_set_reaches_sub_tables_and_names_bad_keys():
+    from seqrec.cli.train import apply_overrides
+    from seqrec.errors import ConfigError
+
+    raw = {"model": {"name": "sasrec", "fusion": {"mode": "id"}}}
+    apply_overrides(raw, ["model.fusion.init_std=0.02", "train.lr=0.002", "model.norm=post"])
+    assert raw == {"model": {"name": "sasrec", "norm": "post",
+                             "fusion": {"mode": "id", "init_std": 0.02}}, "train": {"lr": 0.002}}
+    for bad in ["lr=0.1", "train.=1", "model..mode=id", "train.lr"]:
+        with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+            apply_overrides(raw, [bad])
+    with pytest.raises(ConfigError, match="model.norm is a value, not a table"):
+        apply_overrides(raw, ["model.norm.x=1"])

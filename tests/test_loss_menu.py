@@ -98,3 +98,30 @@ def test_every_loss_learns_the_cycle(loss, sampler):
                       negatives=4, device="cpu", eval_every=10)
     train(model, split, cfg, EvalConfig(ks=[1]), progress=False)
     assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.9
+
+
+@pytest.mark.parametrize("spec", [{"name": "sasrec", "d_model": 32, "dropout": 0.1},
+                                  {"name": "gru4rec", "embed_dim": 32, "hidden_dim": 32}])
+def test_history_masked_softmax_learns_the_cycle(spec):
+    """``train.mask_history`` trains causal models (here no target was seen before, so the
+    masked candidates are exactly those the masked evaluation leaves)."""
+    split = leave_one_out(sequences_from_lists(cyclic_histories()))
+    model = build_model({**spec, "max_len": 20}, split.seqs.n_items, 0)
+    cfg = TrainConfig(epochs=40, batch_size=64, lr=1e-2, patience=40, mask_history=True,
+                      device="cpu", eval_every=10)
+    train(model, split, cfg, EvalConfig(ks=[1]), progress=False)
+    assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.9
+
+
+def test_history_mask_is_refused_where_it_has_no_meaning():
+    from seqrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mask_history needs loss = 'softmax'"):
+        TrainConfig(mask_history=True, loss="sampled")
+    with pytest.raises(ConfigError, match="without label_smoothing"):
+        TrainConfig(mask_history=True, label_smoothing=0.1)
+    split = leave_one_out(sequences_from_lists(cyclic_histories()))
+    model = build_model({"name": "bert4rec", "d_model": 16, "max_len": 20}, split.seqs.n_items, 0)
+    with pytest.raises(ValueError, match="mask_history is for causal models"):
+        train(model, split, TrainConfig(epochs=1, mask_history=True, device="cpu"), EvalConfig(),
+              progress=False)

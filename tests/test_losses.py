@@ -99,3 +99,50 @@ def test_excluded_items_are_no_candidates(kind):
         ref = make_loss("softmax", n_items=N, label_smoothing=smoothing)(h, W[keep], None,
                                                                           new_index[t])
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_history_masked_softmax_equals_softmax_without_seen_items(with_bias):
+    """``train.mask_history``: at each real position the candidates are the catalog less the
+    distinct items read so far in the row (the target stays one); values and gradients equal a
+    plain cross-entropy with those logits set to -inf. Rows hold left padding and repeats."""
+    from seqrec.losses import (
+        history_masked_softmax_ce,
+        make_loss,
+        real_positions,
+        seen_logits,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    B, L, N, D = 4, 9, 12, 5  # a small catalog: repeats and history targets are frequent
+    window = torch.randint(1, N + 1, (B, L + 1), generator=g)
+    window[0, :4] = 0  # left padding
+    window[1, 3] = window[1, 6] = window[1, 8]  # a repeat that is also a target
+    x, y = window[:, :-1], window[:, 1:]
+    states = torch.randn(B, L, D, generator=g, requires_grad=True)
+    W = torch.randn(N + 1, D, generator=g, requires_grad=True)
+    b = torch.randn(N + 1, generator=g, requires_grad=True) if with_bias else None
+    params = [p for p in (states, W, b) if p is not None]
+    assert make_loss("softmax", n_items=N, mask_history=True) is history_masked_softmax_ce
+
+    h, t = real_positions(states, y)
+    got = history_masked_softmax_ce(h, W, b, t, seen=seen_logits(states, x, y, W, b))
+    grads = torch.autograd.grad(got, params)
+
+    rows = []
+    for i in range(B):
+        for j in range(L):
+            if y[i, j] == 0:
+                continue
+            logits = states[i, j] @ W.T + (b if b is not None else 0)  # [N + 1]
+            out = torch.zeros(N + 1, dtype=torch.bool)
+            out[0] = True
+            out[x[i, : j + 1]] = True
+            out[y[i, j]] = False
+            rows.append(torch.logsumexp(logits.masked_fill(out, float("-inf")), 0) - logits[y[i, j]])
+    ref = torch.stack(rows).mean()
+    grads_ref = torch.autograd.grad(ref, params)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)
+    assert got.item() < full_softmax_ce(h, W, b, t).item()  # fewer candidates, smaller loss

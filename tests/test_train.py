@@ -1,5 +1,6 @@
 """The training loop: same seed -> same numbers; resume == uninterrupted; early stopping; selection."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_refit_retrains_for_the_selected_epochs_and_tests_that_model(ml100k_slic
                                                                   "refit": False}}),
                 None, progress=False)
     assert plain.valid == res.valid and plain.test != res.test
+
+
+def test_stopping_early_keeps_the_schedule_of_the_full_run():
+    """A refit stops at the selected epoch but retraces the selection run's learning rates: with
+    a cosine over 4 epochs, stopping after 2 gives the first two epochs of the 4-epoch run."""
+    split = leave_one_out(sequences_from_lists(cyclic_histories()))
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=1e-2, lr_schedule="cosine", patience=10,
+                      device="cpu", eval_every=4)
+
+    def losses(**kw):
+        model = build_model({"name": "sasrec", "d_model": 16, "max_len": 20}, split.seqs.n_items, 0)
+        res = train(model, split, cfg, EvalConfig(ks=[1]), progress=False, **kw)
+        return [h["loss"] for h in res.history]
+
+    full, stopped = losses(), losses(stop_after=2)
+    assert len(full) == 4 and stopped == full[:2]
+    model = build_model({"name": "sasrec", "d_model": 16, "max_len": 20}, split.seqs.n_items, 0)
+    two = train(model, split, dataclasses.replace(cfg, epochs=2), EvalConfig(ks=[1]),
+                progress=False)
+    assert two.history[1]["loss"] != full[1]  # a cosine over 2 epochs is another schedule

@@ -114,15 +114,19 @@ class TrainConfig:
     """Sampled softmax: subtract each candidate's log sampling probability from its logit."""
     label_smoothing: float = 0.0
     """Full softmax: the share of the target's probability spread evenly over all items."""
+    mask_history: bool = False
+    """Full softmax: at each position, the items the user has already had in the window are not
+    candidates (the target excepted), as ``eval.mask_seen`` leaves them out of the ranking; the
+    model then spends nothing on pushing them down. Causal sequence models only."""
     gbce_t: float = 0.75
     """gBCE calibration t in [0, 1]: 0 is plain BCE, 1 fully calibrates the positive term."""
     windows: str = "all"
     """``all``: long histories are cut into ``max_len`` windows so every training pair is used
     each epoch; ``last``: only each user's last ``max_len + 1`` events (the original SASRec)."""
     refit: bool = False
-    """After selecting the epoch on validation, train a fresh model (same seed and settings) for
-    that many epochs on every event before the test targets, validation targets included, and
-    test that one. Validation metrics stay those of the selection run, which never saw them."""
+    """After selecting the epoch on validation, train a fresh model (same seed and settings, the
+    same learning-rate schedule, stopped at that epoch) on every event before the test targets,
+    validation targets included, and test that one. Validation metrics stay those of the selection run, which never saw them."""
     calibrate_cold_items: bool = False
     """After selection, choose on validation one score offset for the items that had no
     training event (held out, or new in the catalog) and save it with the model
@@ -147,6 +151,9 @@ class TrainConfig:
     """Compile the sequence encoder with ``torch.compile`` (first epoch pays the compile time)."""
 
     def __post_init__(self) -> None:
+        if self.mask_history and (self.loss != "softmax" or self.label_smoothing > 0):
+            raise ConfigError("train.mask_history needs loss = 'softmax' without label_smoothing, "
+                              f"got loss = {self.loss!r}, label_smoothing = {self.label_smoothing}")
         if not 0.0 <= self.cold_item_min_share <= 1.0:
             raise ConfigError(f"train.cold_item_min_share must be in [0, 1], got "
                               f"{self.cold_item_min_share}")

@@ -54,6 +54,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, chunk: int) -> Tensor:
+        # [P]: each row's lse - s_target
         P, n = h.shape[0], W.shape[0]
         store = P * n <= _STORE_LIMIT
         bound = h.norm(dim=1) * W[1:].norm(dim=1).max()  # [P] >= every logit of the row
@@ -84,19 +85,18 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             tgt = tgt + b[targets]
         ctx.chunk, ctx.blocks = chunk, blocks
         ctx.save_for_backward(h, W, b, targets, lse, s)
-        return (lse - tgt).mean()
+        return lse - tgt
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        # d loss / d logit = scale * (p - onehot), p = E / s. The 1 / s of each row and the one-hot
-        # are applied to [P, D] rows, never to the [P, C] blocks: grad_h = ((E @ W) / s - onehot @
-        # W) * scale and grad_W = E^T (h * scale / s) - onehot^T (h * scale); each block is read
-        # by its two matrix products only.
+    def backward(ctx, scale: Tensor):  # type: ignore[override]
+        # d loss / d logit = scale * (p - onehot), p = E / s, scale [P] the rows' upstream
+        # gradient. The 1 / s of each row and the one-hot are applied to [P, D] rows, never to
+        # the [P, C] blocks: grad_h = ((E @ W) / s - onehot @ W) * scale and grad_W = E^T (h *
+        # scale / s) - onehot^T (h * scale); each block is read by its two matrix products only.
         h, W, b, targets, lse, s = ctx.saved_tensors
-        P, n, chunk, blocks = h.shape[0], W.shape[0], ctx.chunk, ctx.blocks
-        scale = g / P
+        n, chunk, blocks = W.shape[0], ctx.chunk, ctx.blocks
         # stored blocks hold exp(logit - bound), recomputed ones exp(logit - lse) = p
-        inv = scale / s if blocks else scale.expand(P)  # [P]
+        inv = scale / s if blocks else scale  # [P]
         hs = h * inv[:, None]  # [P, D]
         acc = torch.zeros_like(h)  # sum over chunks of E @ W
         grad_W = torch.zeros_like(W)
@@ -109,11 +109,18 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             if grad_b is not None:
                 torch.mv(E.T, inv, out=grad_b[start:stop])
         ctx.blocks = []
-        grad_h = acc.mul_(inv[:, None]).sub_(W[targets] * scale)
-        grad_W.index_add_(0, targets, h * -scale)
+        grad_h = acc.mul_(inv[:, None]).sub_(W[targets] * scale[:, None])
+        grad_W.index_add_(0, targets, h * -scale[:, None])
         if grad_b is not None:
-            grad_b.index_add_(0, targets, (-scale).expand(P).to(grad_b.dtype))
+            grad_b.index_add_(0, targets, (-scale).to(grad_b.dtype))
         return grad_h, grad_W, grad_b, None, None
+
+
+def _softmax_ce_rows(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
+    """``[P]``: each position's full-softmax cross-entropy, ``lse - s_target``, in float32."""
+    h, W = h.float(), W.float()
+    b = b.float() if b is not None else None
+    return _ChunkedSoftmaxCE.apply(h, W, b, targets, _chunk_size(h.shape[0], W.shape[0]))
 
 
 def full_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
@@ -121,9 +128,42 @@ def full_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> 
 
     Equal to :func:`softmax_ce_reference` (tested) at a fraction of its memory and time.
     """
-    h, W = h.float(), W.float()
-    b = b.float() if b is not None else None
-    return _ChunkedSoftmaxCE.apply(h, W, b, targets, _chunk_size(h.shape[0], W.shape[0]))
+    return _softmax_ce_rows(h, W, b, targets).mean()
+
+
+def seen_logits(states: Tensor, inputs: Tensor, targets: Tensor, W: Tensor, b: Tensor | None
+                ) -> Tensor:
+    """``[P, L]``: at each real position (``targets > 0``) the logits of the distinct items read
+    so far in its row, ``-inf`` where there is none (later columns, padding, repeats of an
+    earlier column, the position's own target). ``states [B, L, D]``, ``inputs`` and ``targets``
+    ``[B, L]``: a ``[B, L, L]`` product, small next to the softmax over the catalog."""
+    L = inputs.shape[1]
+    S = torch.bmm(states.float(), W.float()[inputs].transpose(1, 2))  # [B, L(pos), L(item)]
+    if b is not None:
+        S = S + b.float()[inputs][:, None, :]
+    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # [i, j]: j <= i
+    earlier = upto & ~torch.eye(L, dtype=torch.bool, device=inputs.device)  # [i, j]: j < i
+    first = ~((inputs[:, :, None] == inputs[:, None, :]) & earlier).any(-1)  # [B, L]
+    keep = (first & (inputs > 0))[:, None, :] & upto  # [B, L(pos), L(item)]
+    keep = keep & (inputs[:, None, :] != targets[:, :, None])
+    real = targets > 0  # [B, L]
+    return S[real].masked_fill(~keep[real], float("-inf"))  # [P, L]
+
+
+def history_masked_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
+                              seen: Tensor) -> Tensor:
+    """Full-softmax cross-entropy over the items not in ``seen`` (:func:`seen_logits`), the
+    candidates a ranking with seen items masked leaves. ``lse_unseen = lse + log(1 - p_seen)``,
+    so the catalog pass is :func:`full_softmax_ce`'s; ``1 - p_seen`` is floored at ``1e-6``."""
+    rows = _softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
+    s_t = (h.float() * W.float()[targets]).sum(1)  # [P]
+    if b is not None:
+        s_t = s_t + b.float()[targets]
+    p_seen = torch.exp(seen - (rows + s_t)[:, None]).sum(1)  # [P]
+    return (rows + torch.log1p(-p_seen.clamp(max=1 - 1e-6))).mean()
+
+
+history_masked_softmax_ce.masks_history = True  # type: ignore[attr-defined]
 
 
 class NegativeSampler:
@@ -216,9 +256,13 @@ def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
 
 def make_loss(name: str, *, n_items: int, negatives: int = 256, sampler: str = "uniform",
               logq: bool = True, gbce_t: float = 0.75, item_counts: Tensor | None = None,
-              label_smoothing: float = 0.0) -> LossFn:
-    """The loss menu behind one switch: ``softmax``, ``sampled``, ``bce`` or ``gbce``."""
+              label_smoothing: float = 0.0, mask_history: bool = False) -> LossFn:
+    """The loss menu behind one switch: ``softmax``, ``sampled``, ``bce`` or ``gbce``.
+
+    A loss with ``masks_history`` set takes the ``seen`` logits of :func:`seen_logits` too."""
     if name == "softmax":
+        if mask_history:
+            return history_masked_softmax_ce
         if label_smoothing > 0:
             return partial(smoothed_softmax_ce, eps=label_smoothing)
         return full_softmax_ce
@@ -248,15 +292,18 @@ def excluding(loss_fn: LossFn, items: Tensor | np.ndarray) -> LossFn:
     idx = torch.as_tensor(np.asarray(items), dtype=torch.long)
     cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
-    def loss(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
+    def bias(W: Tensor, b: Tensor | None) -> Tensor:
         key = (W.shape[0], W.device, W.dtype)
         if key not in cache:
             m = torch.zeros(W.shape[0], device=W.device, dtype=W.dtype)
             m[idx[idx < W.shape[0]].to(W.device)] = _EXCLUDED
             cache[key] = m
-        mask = cache[key]
-        return loss_fn(h, W, mask if b is None else b + mask, targets)
+        return cache[key] if b is None else b + cache[key]
 
+    def loss(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, **kw) -> Tensor:
+        return loss_fn(h, W, bias(W, b), targets, **kw)
+
+    loss.masks_history = getattr(loss_fn, "masks_history", False)  # type: ignore[attr-defined]
     return loss
 
 

@@ -109,16 +109,17 @@ def cold_start_metrics(model: SequenceModel, split: Split, cfg: RunConfig, test:
 def refit_model(cfg: RunConfig, split: Split, content: Any, epochs: int, progress: bool
                 ) -> tuple[SequenceModel, dict[str, Any]]:
     """A fresh model trained for ``epochs`` (chosen on validation) on every event before the test
-    targets: nothing is selected on the data it trains on (its last epoch is kept)."""
+    targets: nothing is selected on the data it trains on (its last epoch is kept). The learning
+    rate follows the selection run's schedule (a cosine still spans ``train.epochs``)."""
     if epochs < 1:
         raise ValueError("refit needs a selected epoch: the selection run trained none")
     t0 = time.perf_counter()
     model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed, content=content)
-    train_cfg = dataclasses.replace(cfg.train, epochs=epochs, max_minutes=0.0, patience=epochs + 1,
+    train_cfg = dataclasses.replace(cfg.train, max_minutes=0.0, patience=epochs + 1,
                                     eval_every=epochs)
     # no validation: its targets are training data now; the one "evaluation" keeps the last epoch
     res = train(model, split.with_test_inputs_trained(), train_cfg, cfg.eval, progress=progress,
-                validate=lambda m: {cfg.train.select_metric: 0.0})
+                validate=lambda m: {cfg.train.select_metric: 0.0}, stop_after=epochs)
     return model, {"epochs": epochs, "seconds": time.perf_counter() - t0,
                    "history": [{k: h[k] for k in ("epoch", "loss", "train_seconds")}
                                for h in res.trained]}

@@ -56,12 +56,19 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], sets: list[str]) -> None:
+    """``SECTION.KEY=VALUE`` into ``raw``; deeper keys name sub-tables (``model.fusion.mode=id``)."""
     for item in sets:
         key, eq, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not eq or not dot:
+        *tables, name = key.strip().split(".")
+        if not eq or not tables or not all(tables) or not name:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        raw.setdefault(section, {})[name] = parse_value(value.strip())
+        table = raw
+        for i, t in enumerate(tables):
+            table = table.setdefault(t, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(tables[: i + 1])} is a value, not a "
+                                  "table")
+        table[name] = parse_value(value.strip())
 
 
 def apply_content_flags(raw: dict[str, Any], args: argparse.Namespace) -> None:

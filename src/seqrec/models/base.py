@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from seqrec.config import FusionConfig
-from seqrec.losses import LossFn, full_softmax_ce, real_positions
+from seqrec.losses import LossFn, full_softmax_ce, real_positions, seen_logits
 from seqrec.nn import Dropout
 
 if TYPE_CHECKING:
@@ -137,8 +137,11 @@ class SequenceModel(nn.Module):
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
              times: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         """Next-item loss at every real position (``targets > 0``)."""
-        h, t = real_positions(self.encode(inputs, times), targets)  # [P, D], [P]
+        states = self.encode(inputs, times)  # [B, L, D]
+        h, t = real_positions(states, targets)  # [P, D], [P]
         W, b = self.item_table()
+        if getattr(loss_fn, "masks_history", False):
+            return loss_fn(h, W, b, t, seen=seen_logits(states, inputs, targets, W, b))
         return loss_fn(h, W, b, t)
 
     def fit_counts(self, split: Split) -> None:

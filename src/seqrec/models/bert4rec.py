@@ -91,6 +91,9 @@ class BERT4Rec(SequenceModel):
 
     def loss(self, inputs: Tensor, targets: Tensor, loss_fn: LossFn = full_softmax_ce,
              times: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        if getattr(loss_fn, "masks_history", False):
+            raise ValueError("train.mask_history is for causal models: BERT4Rec reads items on "
+                             "both sides of a masked position, so its 'history' is not the past")
         # the whole window: inputs plus the last target (targets are inputs shifted by one)
         w = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.max_len :]  # [B, L]
         real = w > 0

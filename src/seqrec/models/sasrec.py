@@ -39,6 +39,11 @@ class SASRecConfig(ModelConfig):
     """``pre`` (x + f(LN(x)), stable when deep) or ``post`` (LN(x + f(x)), the original Transformer)."""
     temperature: float | None = None
     """Score by cosine similarity divided by this temperature (``None``: plain dot product)."""
+    emb_scale: bool = True
+    """Multiply item embeddings by ``sqrt(d_model)`` before adding positions (as in the original
+    Transformer and SASRec.pytorch); ``False`` adds them unscaled (RecBole)."""
+    emb_norm: bool = False
+    """Layer-normalise the summed item and position embeddings before the first block (RecBole)."""
 
 
 class Block(nn.Module):
@@ -105,6 +110,7 @@ class SASRec(SequenceModel):
         self.drop = Dropout(config.dropout if config.emb_dropout is None else config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
+        self.ln_emb = nn.LayerNorm(config.d_model) if config.emb_norm else nn.Identity()
         nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
 
     def encode_states(self, seq: Tensor) -> Tensor:
@@ -112,8 +118,10 @@ class SASRec(SequenceModel):
         B, L = seq.shape
         real = seq > 0  # [B, L]
         pos = positions_from_end(L, self.max_len, seq.device)  # [L]
-        x = self.items(seq) * self.config.d_model**0.5 + self.pos_emb(pos)  # [B, L, D]
-        x = self.drop(x) * real[:, :, None]
+        x = self.items(seq)  # [B, L, D]
+        if self.config.emb_scale:
+            x = x * self.config.d_model**0.5
+        x = self.drop(self.ln_emb(x + self.pos_emb(pos))) * real[:, :, None]
         allowed = causal_mask(real)  # [B, 1, L, L]
         for block in self.blocks:
             x = block(x, allowed)

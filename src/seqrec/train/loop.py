@@ -134,6 +134,7 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     validate: Callable[[SequenceModel], dict[str, float]] | None = None,
     select: str | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Fit ``model`` on ``split``'s training ranges; select the epoch by validation ``select_metric``.
 
@@ -142,7 +143,9 @@ def train(
 
     The model ends holding the best epoch's weights. With ``workdir``, a checkpoint is written after
     every epoch; ``resume=True`` continues from it with the same random state, so a resumed run
-    gives the same numbers as an uninterrupted one.
+    gives the same numbers as an uninterrupted one. ``stop_after`` ends training after that epoch
+    while the learning-rate schedule still spans ``cfg.epochs`` (a refit retraces the selection
+    run's schedule up to the selected epoch).
     """
     if validate is None:
         eval_cfg = selection_eval_config(eval_cfg or EvalConfig(), cfg.select_metric)
@@ -175,6 +178,7 @@ def train(
     labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
                         logq=cfg.logq, gbce_t=cfg.gbce_t, label_smoothing=cfg.label_smoothing,
+                        mask_history=cfg.mask_history,
                         item_counts=torch.from_numpy(split.train_item_counts()))
     if split.cold_items is not None and len(split.cold_items):
         # held-out items are unknown to training: never candidates, no id vector in fused encoders
@@ -211,7 +215,8 @@ def train(
         result.best_valid = json.loads(st["best_valid"])
         log.info("resumed from epoch %d", st["epoch"])
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(start_epoch, last + 1):
         if bad >= cfg.patience:
             result.stop_reason = f"early stop: no better validation {metric} for {bad} evaluations"
             break
@@ -270,7 +275,7 @@ def train(
             "gflops_per_second": flops / train_s / 1e9,
             "floor_seconds": flops / (result.matmul_gflops * 1e9),
         }
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        if epoch % cfg.eval_every == 0 or epoch == last:
             t1 = time.perf_counter()
             valid = validate(model)
             rec.update(eval_seconds=time.perf_counter() - t1, valid=valid)
@@ -298,7 +303,7 @@ def train(
             result.stop_reason = f"time limit: {cfg.max_minutes} minutes"
             break
     else:
-        result.stop_reason = result.stop_reason or f"epoch limit: {cfg.epochs}"
+        result.stop_reason = result.stop_reason or f"epoch limit: {last}"
     if not result.stop_reason:
         result.stop_reason = f"early stop: no better validation {metric} for {bad} evaluations"
     model.load_state_dict(best_state)
