@@ -126,7 +126,8 @@ class TrainConfig:
     refit: bool = False
     """After selecting the epoch on validation, train a fresh model (same seed and settings, the
     same learning-rate schedule, stopped at that epoch) on every event before the test targets,
-    validation targets included, and test that one. Validation metrics stay those of the selection run, which never saw them."""
+    validation targets included, and test that one. Validation metrics stay those of the
+    selection run, which never saw them."""
     calibrate_cold_items: bool = False
     """After selection, choose on validation one score offset for the items that had no
     training event (held out, or new in the catalog) and save it with the model
