@@ -58,7 +58,7 @@ SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
                                   "train": {"lr": 1.5e-3, "batch_size": 128, "epochs": 15,
                                             "patience": 15, "lr_schedule": "cosine"}},
     ("ml-1m", "sasrec"): {"model": {"max_len": 200, "dropout": 0.2}, "train": {"batch_size": 64}},
-    # the same model with one cosine decay over 60 epochs (about 50 minutes on 2 CPU cores): the
+    # the same model with one cosine decay over 60 epochs (57 minutes on 2 CPU cores): the
     # schedule that raised validation on Beauty and ML-100K, not tuned on ML-1M
     ("ml-1m", "sasrec-cosine"): {"name": "sasrec", "model": {"max_len": 200, "dropout": 0.2},
                                  "train": {"batch_size": 64, "epochs": 60, "patience": 60,
