@@ -106,7 +106,8 @@ def test_content_mode_transfers_to_a_bigger_catalog(small, big):
     enc.set_features(big)
     after = enc.table().detach()
     assert after.shape == (N_OLD + N_NEW + 1, D)
-    torch.testing.assert_close(after[: N_OLD + 1], before, rtol=0, atol=0)
+    # equal up to float rounding: a matrix product over more rows may block its sums differently
+    torch.testing.assert_close(after[: N_OLD + 1], before, rtol=0, atol=1e-6)
     # a new item's vector depends on its content only: same as embedding its blocks directly
     rows = torch.arange(N_OLD + 1, N_OLD + N_NEW + 1)
     direct = enc.encode_content(enc.gather(rows))
@@ -127,7 +128,8 @@ def test_fused_modes_give_new_items_a_zero_id_part(mode, small, big):
     before = enc.table().detach()
     enc.set_features(big)
     after = enc.table().detach()
-    torch.testing.assert_close(after[: N_OLD + 1], before, rtol=0, atol=0)
+    # equal up to float rounding: a matrix product over more rows may block its sums differently
+    torch.testing.assert_close(after[: N_OLD + 1], before, rtol=0, atol=1e-6)
     rows = torch.arange(N_OLD + 1, N_OLD + N_NEW + 1)
     torch.testing.assert_close(after[rows], enc.encode_content(enc.gather(rows)), rtol=0,
                                atol=1e-6)

@@ -40,3 +40,4 @@ def test_bad_search_keys():
     with pytest.raises(ConfigError):
         apply(RunConfig(), {"model.d_modle": 8})
     assert "model.d_model" in default_space("sasrec") and "model.dropout" in default_space("lstm")
+    assert "train.emb_weight_decay" in default_space("sasrec")

@@ -85,6 +85,10 @@ class TrainConfig:
     """Linear warm-up length (fractions of an epoch allowed)."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases, norms and embeddings)."""
+    emb_weight_decay: float = 0.0
+    """AdamW (decoupled) weight decay of the item id embedding table alone: every row shrinks by
+    ``lr * emb_weight_decay`` of itself each step, so items seen rarely keep small vectors.
+    Position embeddings and content projections are not decayed."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
     patience: int = 5
@@ -155,6 +159,9 @@ class TrainConfig:
         if self.mask_history and (self.loss != "softmax" or self.label_smoothing > 0):
             raise ConfigError("train.mask_history needs loss = 'softmax' without label_smoothing, "
                               f"got loss = {self.loss!r}, label_smoothing = {self.label_smoothing}")
+        if self.weight_decay < 0 or self.emb_weight_decay < 0:
+            raise ConfigError(f"train.weight_decay and train.emb_weight_decay must be >= 0, got "
+                              f"{self.weight_decay} and {self.emb_weight_decay}")
         if not 0.0 <= self.cold_item_min_share <= 1.0:
             raise ConfigError(f"train.cold_item_min_share must be in [0, 1], got "
                               f"{self.cold_item_min_share}")

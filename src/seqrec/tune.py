@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def default_space(model_name: str) -> dict[str, Any]:
-    """A sensible search space for ``model_name``: learning rate, and the model's size and dropout."""
+    """A sensible search space for ``model_name``: learning rate, batch, the item table's weight
+    decay (the regulariser that mattered most on Beauty), and the model's size and dropout."""
     space: dict[str, Any] = {"train.lr": {"low": 3e-4, "high": 1e-2, "log": True},
-                             "train.batch_size": [64, 128, 256]}
+                             "train.batch_size": [64, 128, 256],
+                             "train.emb_weight_decay": [0.0, 0.5, 1.0]}
     cls, cfg = model_config({"name": model_name})
     fields = {f.name for f in dataclasses.fields(cfg)}
     if "dropout" in fields:

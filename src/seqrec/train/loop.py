@@ -80,16 +80,24 @@ def selection_eval_config(eval_cfg: EvalConfig, metric: str) -> EvalConfig:
 
 
 def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    """AdamW with three groups: dense weights (``weight_decay``), the item id tables
+    (``emb_weight_decay``), and biases, norms and other embeddings (no decay)."""
+    id_tables = {id(m.id_emb.weight) for m in model.modules()
+                 if isinstance(m, ItemEncoder) and getattr(m, "id_emb", None) is not None}
+    decay, ids, no_decay = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "emb" in name or "embed" in name else decay).append(p)
+        if id(p) in id_tables:
+            ids.append(p)
+        else:
+            (no_decay if p.ndim < 2 or "emb" in name or "embed" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": ids, "weight_decay": cfg.emb_weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     # the fused kernel updates every parameter in one pass (CPU and CUDA); the default loops over
     # parameters with a dozen small operations each
-    params = decay + no_decay
+    params = decay + ids + no_decay
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
