@@ -87,8 +87,9 @@ class TrainConfig:
     """AdamW weight decay (not applied to biases, norms and embeddings)."""
     emb_weight_decay: float = 0.0
     """AdamW (decoupled) weight decay of the item id embedding table alone: every row shrinks by
-    ``lr * emb_weight_decay`` of itself each step, so items seen rarely keep small vectors.
-    Position embeddings and content projections are not decayed."""
+    ``lr * emb_weight_decay`` of itself each step, a regulariser for large, sparse item tables
+    (1.0 on Beauty; no gain on dense ML-100K). Position embeddings and content projections are
+    not decayed."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
     patience: int = 5
