@@ -97,7 +97,7 @@ def _optimizer(model: SequenceModel, cfg: TrainConfig) -> torch.optim.Optimizer:
               {"params": no_decay, "weight_decay": 0.0}]
     # the fused kernel updates every parameter in one pass (CPU and CUDA); the default loops over
     # parameters with a dozen small operations each
-    params = decay + ids + no_decay
+    params = [p for g in groups for p in g["params"]]
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
