@@ -152,7 +152,8 @@ class TrainConfig:
     overlap). Smaller strides give every target at least ``max_len - stride`` events of context,
     each still scored once, for ``max_len / stride`` times the encoder work."""
     precision: str = "auto"
-    """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``."""
+    """``auto`` (bf16 autocast on CUDA devices that support it, else fp32), ``fp32`` or ``bf16``
+    (also on CPUs with native bf16 units, where it is faster: see ``train.speed.autocast_dtype``)."""
     compile: bool = False
     """Compile the sequence encoder with ``torch.compile`` (first epoch pays the compile time)."""
 

@@ -30,10 +30,35 @@ def _chunk_size(P: int, n: int) -> int:
     return max(256, min(n, (1 << 19) // max(P, 1)))
 
 
-def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int) -> Tensor:
-    if b is None:
-        return h @ W[start:stop].T  # [P, C]
+def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, dtype: torch.dtype
+            ) -> Tensor:
+    """``[P, C]`` logits of items ``start:stop`` in ``dtype``; ``h``, ``W`` in the matmul dtype."""
+    if b is None or h.dtype != dtype:
+        L = (h @ W[start:stop].T).to(dtype)  # no copy when the product is in dtype already
+        return L if b is None else L.add_(b[start:stop])
     return torch.addmm(b[start:stop], h, W[start:stop].T)
+
+
+def _shifted_exp(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, shift: Tensor,
+                 dtype: torch.dtype) -> Tensor:
+    """``exp(logits - shift[:, None])`` of items ``start:stop``, in the dtype of ``h`` and ``W``.
+
+    float32/64: one product, then two passes in place. Lower matmul precision: the subtraction
+    and ``exp`` run in ``dtype`` but the block is written once, straight in ``h``'s dtype, which
+    is what the backward pass's products read."""
+    if h.dtype == dtype:
+        return _logits(h, W, b, start, stop, dtype).sub_(shift[:, None]).exp_()
+    x = torch.sub(h @ W[start:stop].T, shift[:, None])  # promoted to dtype: one pass
+    if b is not None:
+        x += b[start:stop]
+    return torch.exp(x, out=torch.empty_like(x, dtype=h.dtype))
+
+
+def _matmul_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast would give a matrix product on ``device`` now, or None (no autocast)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
 
 
 # A shifted sum below this falls back to the exact maximum: 1 / s must stay finite in float32.
@@ -50,40 +75,50 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     is summed and, when it fits, kept per chunk so the backward pass needs neither a second matmul
     nor a second ``exp``. Should a row's sum underflow (bound far above the true maximum), the
     forward pass falls back to an exact online log-sum-exp for the whole batch.
+
+    ``mm`` (None or e.g. ``torch.bfloat16``, the autocast dtype of the caller) is the dtype of the
+    matrix products: their inputs are cast to it, the shift and ``exp`` run in float32 and the
+    blocks are kept in ``mm`` (what the backward products read); sums, the returned value and
+    every gradient stay float32. Autocast is off inside, so the forward and the backward pass
+    (which autocast never covers) agree on dtypes.
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, chunk: int) -> Tensor:
+    def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, chunk: int,
+                mm: torch.dtype | None = None) -> Tensor:
         # [P]: each row's lse - s_target
-        P, n = h.shape[0], W.shape[0]
-        store = P * n <= _STORE_LIMIT
-        bound = h.norm(dim=1) * W[1:].norm(dim=1).max()  # [P] >= every logit of the row
-        if b is not None:
-            bound = bound + b[1:].max()
-        s = torch.zeros(P, device=h.device, dtype=h.dtype)
-        blocks: list[Tensor] = []
-        for start in range(1, n, chunk):
-            E = _logits(h, W, b, start, min(start + chunk, n)).sub_(bound[:, None]).exp_()  # [P, C]
-            s += E.sum(1)
-            if store:
-                blocks.append(E)
-        # underflow (or so near it that 1 / s overflows in the backward pass): shift by the exact
-        # running maximum instead
-        if not bool((s > _MIN_SUM).all()):
-            blocks, store = [], False
-            m = torch.full((P,), float("-inf"), device=h.device, dtype=h.dtype)
+        with torch.autocast(h.device.type, enabled=False):
+            P, n = h.shape[0], W.shape[0]
+            hm, Wm = (h, W) if mm is None else (h.to(mm), W.to(mm))
+            store = P * n <= _STORE_LIMIT
+            bound = h.norm(dim=1) * W[1:].norm(dim=1).max()  # [P] >= every logit of the row
+            if b is not None:
+                bound = bound + b[1:].max()
             s = torch.zeros(P, device=h.device, dtype=h.dtype)
+            blocks: list[Tensor] = []
             for start in range(1, n, chunk):
-                L = _logits(h, W, b, start, min(start + chunk, n))
-                m_new = torch.maximum(m, L.max(1).values)
-                s = s * torch.exp(m - m_new) + L.sub_(m_new[:, None]).exp_().sum(1)
-                m = m_new
-            bound = m
-        lse = bound + s.log()  # [P]
-        tgt = (h * W[targets]).sum(1)  # [P]
-        if b is not None:
-            tgt = tgt + b[targets]
-        ctx.chunk, ctx.blocks = chunk, blocks
+                stop = min(start + chunk, n)
+                E = _shifted_exp(hm, Wm, b, start, stop, bound, h.dtype)  # [P, C]
+                s += E.sum(1, dtype=h.dtype)
+                if store:
+                    blocks.append(E)
+            # underflow (or so near it that 1 / s overflows in the backward pass): shift by the
+            # exact running maximum instead
+            if not bool((s > _MIN_SUM).all()):
+                blocks, store = [], False
+                m = torch.full((P,), float("-inf"), device=h.device, dtype=h.dtype)
+                s = torch.zeros(P, device=h.device, dtype=h.dtype)
+                for start in range(1, n, chunk):
+                    L = _logits(hm, Wm, b, start, min(start + chunk, n), h.dtype)  # [P, C]
+                    m_new = torch.maximum(m, L.max(1).values)
+                    s = s * torch.exp(m - m_new) + L.sub_(m_new[:, None]).exp_().sum(1)
+                    m = m_new
+                bound = m
+            lse = bound + s.log()  # [P]
+            tgt = (h * W[targets]).sum(1)  # [P]
+            if b is not None:
+                tgt = tgt + b[targets]
+        ctx.chunk, ctx.blocks, ctx.mm = chunk, blocks, mm
         ctx.save_for_backward(h, W, b, targets, lse, s)
         return lse - tgt
 
@@ -94,33 +129,42 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         # the [P, C] blocks: grad_h = ((E @ W) / s - onehot @ W) * scale and grad_W = E^T (h *
         # scale / s) - onehot^T (h * scale); each block is read by its two matrix products only.
         h, W, b, targets, lse, s = ctx.saved_tensors
-        n, chunk, blocks = W.shape[0], ctx.chunk, ctx.blocks
-        # stored blocks hold exp(logit - bound), recomputed ones exp(logit - lse) = p
-        inv = scale / s if blocks else scale  # [P]
-        hs = h * inv[:, None]  # [P, D]
-        acc = torch.zeros_like(h)  # sum over chunks of E @ W
-        grad_W = torch.zeros_like(W)
-        grad_b = torch.zeros_like(b) if b is not None else None
-        for c, start in enumerate(range(1, n, chunk)):
-            stop = min(start + chunk, n)
-            E = blocks[c] if blocks else _logits(h, W, b, start, stop).sub_(lse[:, None]).exp_()
-            acc.addmm_(E, W[start:stop])
-            torch.mm(E.T, hs, out=grad_W[start:stop])
+        n, chunk, blocks, mm = W.shape[0], ctx.chunk, ctx.blocks, ctx.mm
+        with torch.autocast(h.device.type, enabled=False):
+            hm, Wm = (h, W) if mm is None else (h.to(mm), W.to(mm))
+            # stored blocks hold exp(logit - bound), recomputed ones exp(logit - lse) = p
+            inv = scale / s if blocks else scale  # [P]
+            hs = h * inv[:, None]  # [P, D]
+            hsm = hs if mm is None else hs.to(mm)
+            acc = torch.zeros_like(h)  # sum over chunks of E @ W
+            grad_W = torch.zeros_like(W)
+            grad_b = torch.zeros_like(b) if b is not None else None
+            for c, start in enumerate(range(1, n, chunk)):
+                stop = min(start + chunk, n)
+                E = blocks[c] if blocks else _shifted_exp(hm, Wm, b, start, stop, lse, h.dtype)
+                if mm is None:
+                    acc.addmm_(E, W[start:stop])
+                    torch.mm(E.T, hs, out=grad_W[start:stop])
+                else:
+                    acc += (E @ Wm[start:stop]).to(h.dtype)
+                    grad_W[start:stop] = E.T @ hsm
+                if grad_b is not None:
+                    grad_b[start:stop] = E.T.to(inv.dtype) @ inv
+            ctx.blocks = []
+            grad_h = acc.mul_(inv[:, None]).sub_(W[targets] * scale[:, None])
+            grad_W.index_add_(0, targets, h * -scale[:, None])
             if grad_b is not None:
-                torch.mv(E.T, inv, out=grad_b[start:stop])
-        ctx.blocks = []
-        grad_h = acc.mul_(inv[:, None]).sub_(W[targets] * scale[:, None])
-        grad_W.index_add_(0, targets, h * -scale[:, None])
-        if grad_b is not None:
-            grad_b.index_add_(0, targets, (-scale).to(grad_b.dtype))
-        return grad_h, grad_W, grad_b, None, None
+                grad_b.index_add_(0, targets, (-scale).to(grad_b.dtype))
+        return grad_h, grad_W, grad_b, None, None, None
 
 
 def _softmax_ce_rows(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
-    """``[P]``: each position's full-softmax cross-entropy, ``lse - s_target``, in float32."""
+    """``[P]``: each position's full-softmax cross-entropy, ``lse - s_target``, in float32; the
+    matrix products in the caller's autocast dtype, if any."""
+    mm = _matmul_dtype(h.device)
     h, W = h.float(), W.float()
     b = b.float() if b is not None else None
-    return _ChunkedSoftmaxCE.apply(h, W, b, targets, _chunk_size(h.shape[0], W.shape[0]))
+    return _ChunkedSoftmaxCE.apply(h, W, b, targets, _chunk_size(h.shape[0], W.shape[0]), mm)
 
 
 def full_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:

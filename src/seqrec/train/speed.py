@@ -19,8 +19,11 @@ T = TypeVar("T")
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` (``auto``/``fp32``/``bf16``) on ``device``, or None.
 
-    ``auto`` uses bf16 only on CUDA devices that support it: CPUs without native bf16 matrix units
-    (this project's reference machine among them) run bf16 matmuls several times slower than fp32.
+    ``auto`` uses bf16 only on CUDA devices that support it, so a CPU run's numbers never depend on
+    which CPU it landed on. CPUs without native bf16 matrix units run bf16 matmuls several times
+    slower than fp32; CPUs with them (AVX512-BF16, AMX) run them faster: choose ``bf16`` there
+    (measured on a 2-core AMD EPYC with AVX512-BF16: matmuls 2.8x, a Beauty SASRec epoch 1.5x,
+    the same validation curve).
     """
     if precision == "fp32":
         return None
