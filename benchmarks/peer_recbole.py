@@ -529,8 +529,11 @@ def notes(result: dict[str, Any]) -> list[str]:
                            f"{'not reached' if c.get('ratio') is None else format(c['ratio'], '.1f') + 'x'}, "
                            f"seqrec test NDCG@10 higher: {'yes' if c['seqrec_test_higher'] else 'no'}).")
     if sq is not None:
+        tr = sq["config"]["train"]
+        keys = ("batch_size", "lr", "lr_schedule", "epochs", "patience", "max_minutes", "loss",
+                "window_stride", "emb_weight_decay", "precision", "seed")
         out.append(f"- seqrec settings: model {json.dumps(sq['config']['model'])}, train "
-                   f"{json.dumps({k: sq['config']['train'].get(k) for k in ('batch_size', 'lr', 'lr_schedule', 'epochs', 'patience', 'max_minutes', 'loss', 'window_stride', 'seed')})}.")
+                   f"{json.dumps({k: tr[k] for k in keys if k in tr})}.")
     m = result.get("machine", {})
     if m:
         out.append(f"- Machine: {m.get('cpus')} CPUs, {m.get('platform')}, load average at start "

@@ -44,8 +44,8 @@ def _shifted_exp(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, 
     """``exp(logits - shift[:, None])`` of items ``start:stop``, in the dtype of ``h`` and ``W``.
 
     float32/64: one product, then two passes in place. Lower matmul precision: the subtraction
-    and ``exp`` run in ``dtype`` but the block is written once, straight in ``h``'s dtype, which
-    is what the backward pass's products read."""
+    and ``exp`` run in ``dtype`` and the block is kept in ``h``'s dtype, which is what the
+    backward pass's products read."""
     if h.dtype == dtype:
         return _logits(h, W, b, start, stop, dtype).sub_(shift[:, None]).exp_()
     x = torch.sub(h @ W[start:stop].T, shift[:, None])  # promoted to dtype: one pass
