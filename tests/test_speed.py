@@ -91,7 +91,7 @@ def test_packed_rnn_flops_count_real_items_only():
 @pytest.mark.parametrize("loss", ["softmax", "sampled", "bce", "gbce"])
 def test_bf16_training_runs_and_learns(loss):
     """``precision = bf16`` trains every loss of the menu (on CPU here, as on CUDA) to a loss close
-    to float32's after one epoch."""
+    to float32's after two epochs."""
     split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=60)))
     losses = []
     for precision in ("fp32", "bf16"):

@@ -41,17 +41,9 @@ def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, dtype
 
 def _shifted_exp(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, shift: Tensor,
                  dtype: torch.dtype) -> Tensor:
-    """``exp(logits - shift[:, None])`` of items ``start:stop``, in the dtype of ``h`` and ``W``.
-
-    float32/64: one product, then two passes in place. Lower matmul precision: the subtraction
-    and ``exp`` run in ``dtype`` and the block is kept in ``h``'s dtype, which is what the
-    backward pass's products read."""
-    if h.dtype == dtype:
-        return _logits(h, W, b, start, stop, dtype).sub_(shift[:, None]).exp_()
-    x = torch.sub(h @ W[start:stop].T, shift[:, None])  # promoted to dtype: one pass
-    if b is not None:
-        x += b[start:stop]
-    return torch.exp(x, out=torch.empty_like(x, dtype=h.dtype))
+    """``exp(logits - shift[:, None])`` of items ``start:stop``, computed in ``dtype`` and kept in
+    the matmul dtype of ``h`` and ``W`` (what the backward pass's products read)."""
+    return _logits(h, W, b, start, stop, dtype).sub_(shift[:, None]).exp_().to(h.dtype)
 
 
 def _matmul_dtype(device: torch.device) -> torch.dtype | None:
