@@ -531,9 +531,14 @@ def notes(result: dict[str, Any]) -> list[str]:
     if sq is not None:
         tr = sq["config"]["train"]
         keys = ("batch_size", "lr", "lr_schedule", "epochs", "patience", "max_minutes", "loss",
-                "window_stride", "emb_weight_decay", "precision", "seed")
+                "window_stride", "emb_weight_decay", "precision", "eval_every", "seed")
         out.append(f"- seqrec settings: model {json.dumps(sq['config']['model'])}, train "
                    f"{json.dumps({k: tr[k] for k in keys if k in tr})}.")
+        if tr.get("eval_every", 1) > 1:
+            out.append(f"- seqrec validates every {tr['eval_every']} epochs and after the last "
+                       "(RecBole after every epoch, as shipped): less validation time, and a "
+                       "crossing of RecBole's best is seen only at a validated epoch (up to "
+                       f"{tr['eval_every'] - 1} epoch(s) late), never early.")
     m = result.get("machine", {})
     if m:
         out.append(f"- Machine: {m.get('cpus')} CPUs, {m.get('platform')}, load average at start "

@@ -7,7 +7,7 @@ from seqrec.losses import _ChunkedSoftmaxCE, full_softmax_ce, softmax_ce_referen
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: the bound-shift underflows, exact fallback
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: logits hundreds of nats apart
 def test_matches_reference(with_bias, scale):
     g = torch.Generator().manual_seed(0)
     P, N, D = 37, 1000, 16
@@ -69,6 +69,59 @@ def test_loose_bound_gives_finite_exact_gradients():
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(gh, h.grad)
     torch.testing.assert_close(gW, W.grad)
+
+
+def _far_bound_case(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Queries along the first axis and one long item along the second: the Cauchy-Schwarz
+    bound sits ~1,000 nats above every logit, so even the shift floor (bound - 60) underflows."""
+    P, N, D = 23, 300, 8
+    h = torch.randn(P, D, generator=g)
+    h[:, 0] = 5.0
+    h[:, 1] = 0.0
+    W = torch.randn(N + 1, D, generator=g)
+    W[:, 1] = 0.0
+    W[7] = 0.0
+    W[7, 1] = 200.0
+    return h.requires_grad_(), W.requires_grad_(), torch.randint(1, N + 1, (P,), generator=g)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("path", ["fallback", "recompute"])
+def test_fallback_and_recomputed_blocks_match_reference(precision, path, monkeypatch):
+    """The exact online log-sum-exp (a shift that underflows) and the backward pass that
+    recomputes blocks instead of storing them (too many to keep) give the reference's value and
+    gradients; in bf16 the recomputed blocks are shifted by the rounded lse and corrected."""
+    import seqrec.losses as losses
+
+    g = torch.Generator().manual_seed(4)
+    if path == "fallback":
+        h, W, t = _far_bound_case(g)
+    else:
+        monkeypatch.setattr(losses, "_STORE_LIMIT", 0)
+        # lse 23-41, where bf16 steps by 0.125-0.25: uncorrected, p would be off by up to 13%
+        h = (torch.randn(23, 8, generator=g) * 4).requires_grad_()
+        W = torch.randn(301, 8, generator=g).requires_grad_()
+        t = torch.randint(1, 301, (23,), generator=g)
+    ref = softmax_ce_reference(h, W, None, t)
+    grads_ref = torch.autograd.grad(ref, [h, W])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        # item chunks of 16: the first chunk's maximum is not the row's
+        got = _ChunkedSoftmaxCE.apply(h, W, None, t, 16, losses._matmul_dtype(h.device)).mean()
+    grads = torch.autograd.grad(got, [h, W])
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    assert got.item() == pytest.approx(ref.item(), rel=tol)
+    for a, r in zip(grads, grads_ref):
+        assert torch.isfinite(a).all()
+        assert (a - r).norm() <= tol * r.norm()
+
+
+def test_far_bound_takes_the_exact_fallback():
+    """The case above really underflows the shifted sum (so the fallback is what is tested)."""
+    h, W, t = _far_bound_case(torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        bound = h.norm(dim=1) * W[1:].norm(dim=1).max()
+        top = (h @ W[1:].T).max(1).values
+    assert bool(((bound - 60) - top > 120).all())
 
 
 @pytest.mark.parametrize("kind", ["softmax", "smoothed", "sampled", "bce"])

@@ -30,20 +30,11 @@ def _chunk_size(P: int, n: int) -> int:
     return max(256, min(n, (1 << 19) // max(P, 1)))
 
 
-def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, dtype: torch.dtype
-            ) -> Tensor:
-    """``[P, C]`` logits of items ``start:stop`` in ``dtype``; ``h``, ``W`` in the matmul dtype."""
-    if b is None or h.dtype != dtype:
-        L = (h @ W[start:stop].T).to(dtype)  # no copy when the product is in dtype already
-        return L if b is None else L.add_(b[start:stop])
+def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int) -> Tensor:
+    """``[P, C]`` logits of items ``start:stop``, in the dtype of ``h``, ``W`` and ``b``."""
+    if b is None:
+        return h @ W[start:stop].T
     return torch.addmm(b[start:stop], h, W[start:stop].T)
-
-
-def _shifted_exp(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int, shift: Tensor,
-                 dtype: torch.dtype) -> Tensor:
-    """``exp(logits - shift[:, None])`` of items ``start:stop``, computed in ``dtype`` and kept in
-    the matmul dtype of ``h`` and ``W`` (what the backward pass's products read)."""
-    return _logits(h, W, b, start, stop, dtype).sub_(shift[:, None]).exp_().to(h.dtype)
 
 
 def _matmul_dtype(device: torch.device) -> torch.dtype | None:
@@ -55,6 +46,9 @@ def _matmul_dtype(device: torch.device) -> torch.dtype | None:
 
 # A shifted sum below this falls back to the exact maximum: 1 / s must stay finite in float32.
 _MIN_SUM = 1e-30
+# The shift is never more than this below the rows' logit bound, so no exp overflows (e^60 times
+# even 10^12 items stays far inside float32).
+_MAX_EXP = 60.0
 # Above this many stored probabilities the backward pass recomputes them instead (memory bound).
 _STORE_LIMIT = 1 << 27
 
@@ -62,17 +56,20 @@ _STORE_LIMIT = 1 << 27
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     """Full-softmax CE without one ``[P, N]`` tensor: item chunks of cache size.
 
-    Forward shifts each row's logits by an upper bound of its maximum, ``|h| * max_j |W_j| + max
-    b`` (Cauchy-Schwarz), so no max pass and no rescaling are needed; ``exp`` of the shifted logits
-    is summed and, when it fits, kept per chunk so the backward pass needs neither a second matmul
-    nor a second ``exp``. Should a row's sum underflow (bound far above the true maximum), the
-    forward pass falls back to an exact online log-sum-exp for the whole batch.
+    Forward shifts each row's logits by one value near its maximum: the largest of the first
+    chunk's maximum, the target's logit and ``bound - 60``, where ``bound = |h| * max_j |W_j| +
+    max b`` (Cauchy-Schwarz) lies above every logit. So no entry's ``exp`` can overflow, the
+    largest are near 1 (where low-precision rounding costs least), and no max pass or rescaling
+    is needed. ``exp`` of the shifted logits is summed and, when it fits, kept per chunk, so the
+    backward pass needs neither a second matmul nor a second ``exp``. Should a row's sum
+    underflow, the forward pass falls back to an exact online log-sum-exp for the whole batch.
 
     ``mm`` (None or e.g. ``torch.bfloat16``, the autocast dtype of the caller) is the dtype of the
-    matrix products: their inputs are cast to it, the shift and ``exp`` run in float32 and the
-    blocks are kept in ``mm`` (what the backward products read); sums, the returned value and
-    every gradient stay float32. Autocast is off inside, so the forward and the backward pass
-    (which autocast never covers) agree on dtypes.
+    matrix products and of the ``[P, C]`` blocks: the products' inputs are cast to it and the
+    shift and ``exp`` run on the blocks in place, with no float32 copy of a block (the shift is
+    rounded to ``mm`` first; the rounded value is the one the result uses). Sums, the returned
+    value and every gradient stay float32. Autocast is off inside, so the forward and the
+    backward pass (which autocast never covers) agree on dtypes.
     """
 
     @staticmethod
@@ -81,19 +78,28 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         # [P]: each row's lse - s_target
         with torch.autocast(h.device.type, enabled=False):
             P, n = h.shape[0], W.shape[0]
-            hm, Wm = (h, W) if mm is None else (h.to(mm), W.to(mm))
+            hm, Wm, bm = (h, W, b) if mm is None else (
+                h.to(mm), W.to(mm), None if b is None else b.to(mm))
             store = P * n <= _STORE_LIMIT
+            tgt = (h * W[targets]).sum(1)  # [P]
+            if b is not None:
+                tgt = tgt + b[targets]
             bound = h.norm(dim=1) * W[1:].norm(dim=1).max()  # [P] >= every logit of the row
             if b is not None:
                 bound = bound + b[1:].max()
             s = torch.zeros(P, device=h.device, dtype=h.dtype)
             blocks: list[Tensor] = []
+            shift = bound
             for start in range(1, n, chunk):
-                stop = min(start + chunk, n)
-                E = _shifted_exp(hm, Wm, b, start, stop, bound, h.dtype)  # [P, C]
+                E = _logits(hm, Wm, bm, start, min(start + chunk, n))  # [P, C]
+                if start == 1:
+                    shift = torch.maximum(torch.maximum(E.max(1).values.to(h.dtype), tgt),
+                                          bound - _MAX_EXP).to(E.dtype)
+                E.sub_(shift[:, None]).exp_()
                 s += E.sum(1, dtype=h.dtype)
                 if store:
                     blocks.append(E)
+            shift = shift.to(h.dtype)
             # underflow (or so near it that 1 / s overflows in the backward pass): shift by the
             # exact running maximum instead
             if not bool((s > _MIN_SUM).all()):
@@ -101,15 +107,14 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 m = torch.full((P,), float("-inf"), device=h.device, dtype=h.dtype)
                 s = torch.zeros(P, device=h.device, dtype=h.dtype)
                 for start in range(1, n, chunk):
-                    L = _logits(hm, Wm, b, start, min(start + chunk, n), h.dtype)  # [P, C]
-                    m_new = torch.maximum(m, L.max(1).values)
-                    s = s * torch.exp(m - m_new) + L.sub_(m_new[:, None]).exp_().sum(1)
+                    L = _logits(hm, Wm, bm, start, min(start + chunk, n))  # [P, C]
+                    # a maximum of entries of L: exact in L's dtype
+                    m_new = torch.maximum(m, L.max(1).values.to(h.dtype))
+                    s = s * torch.exp(m - m_new) + L.sub_(m_new.to(L.dtype)[:, None]).exp_().sum(
+                        1, dtype=h.dtype)
                     m = m_new
-                bound = m
-            lse = bound + s.log()  # [P]
-            tgt = (h * W[targets]).sum(1)  # [P]
-            if b is not None:
-                tgt = tgt + b[targets]
+                shift = m
+            lse = shift + s.log()  # [P]
         ctx.chunk, ctx.blocks, ctx.mm = chunk, blocks, mm
         ctx.save_for_backward(h, W, b, targets, lse, s)
         return lse - tgt
@@ -123,17 +128,25 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         h, W, b, targets, lse, s = ctx.saved_tensors
         n, chunk, blocks, mm = W.shape[0], ctx.chunk, ctx.blocks, ctx.mm
         with torch.autocast(h.device.type, enabled=False):
-            hm, Wm = (h, W) if mm is None else (h.to(mm), W.to(mm))
-            # stored blocks hold exp(logit - bound), recomputed ones exp(logit - lse) = p
-            inv = scale / s if blocks else scale  # [P]
+            hm, Wm, bm = (h, W, b) if mm is None else (
+                h.to(mm), W.to(mm), None if b is None else b.to(mm))
+            if blocks:  # stored blocks hold exp(logit - shift): p = E / s
+                inv = scale / s  # [P]
+            else:  # recomputed ones exp(logit - lse'), lse' = lse rounded to the blocks' dtype
+                lse_m = lse.to(hm.dtype)
+                inv = scale * torch.exp(lse_m.to(lse.dtype) - lse)
             hs = h * inv[:, None]  # [P, D]
             hsm = hs if mm is None else hs.to(mm)
             acc = torch.zeros_like(h)  # sum over chunks of E @ W
-            grad_W = torch.zeros_like(W)
+            grad_W = torch.empty_like(W)  # rows 1.. are written whole below
+            grad_W[0] = 0
             grad_b = torch.zeros_like(b) if b is not None else None
             for c, start in enumerate(range(1, n, chunk)):
                 stop = min(start + chunk, n)
-                E = blocks[c] if blocks else _shifted_exp(hm, Wm, b, start, stop, lse, h.dtype)
+                if blocks:
+                    E = blocks[c]
+                else:
+                    E = _logits(hm, Wm, bm, start, stop).sub_(lse_m[:, None]).exp_()
                 if mm is None:
                     acc.addmm_(E, W[start:stop])
                     torch.mm(E.T, hs, out=grad_W[start:stop])
