@@ -46,8 +46,8 @@ def _matmul_dtype(device: torch.device) -> torch.dtype | None:
 
 # A shifted sum below this falls back to the exact maximum: 1 / s must stay finite in float32.
 _MIN_SUM = 1e-30
-# The shift is never more than this below the rows' logit bound, so no exp overflows (e^60 times
-# even 10^12 items stays far inside float32).
+# The shift is never more than this below the rows' logit bound, so no exp overflows: e^60 times
+# 10^12 items is still inside float32's range (3.4e38).
 _MAX_EXP = 60.0
 # Above this many stored probabilities the backward pass recomputes them instead (memory bound).
 _STORE_LIMIT = 1 << 27
