@@ -44,6 +44,13 @@ def _matmul_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def _in_dtype(mm: torch.dtype | None, *xs: Tensor | None) -> tuple[Tensor | None, ...]:
+    """``xs`` cast to the matmul dtype ``mm`` (unchanged when None); None entries stay None."""
+    if mm is None:
+        return xs
+    return tuple(None if x is None else x.to(mm) for x in xs)
+
+
 # A shifted sum below this falls back to the exact maximum: 1 / s must stay finite in float32.
 _MIN_SUM = 1e-30
 # The shift is never more than this below the rows' logit bound, so no exp overflows: e^60 times
@@ -78,8 +85,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         # [P]: each row's lse - s_target
         with torch.autocast(h.device.type, enabled=False):
             P, n = h.shape[0], W.shape[0]
-            hm, Wm, bm = (h, W, b) if mm is None else (
-                h.to(mm), W.to(mm), None if b is None else b.to(mm))
+            hm, Wm, bm = _in_dtype(mm, h, W, b)
             store = P * n <= _STORE_LIMIT
             tgt = (h * W[targets]).sum(1)  # [P]
             if b is not None:
@@ -128,8 +134,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         h, W, b, targets, lse, s = ctx.saved_tensors
         n, chunk, blocks, mm = W.shape[0], ctx.chunk, ctx.blocks, ctx.mm
         with torch.autocast(h.device.type, enabled=False):
-            hm, Wm, bm = (h, W, b) if mm is None else (
-                h.to(mm), W.to(mm), None if b is None else b.to(mm))
+            hm, Wm, bm = _in_dtype(mm, h, W, b)
             if blocks:  # stored blocks hold exp(logit - shift): p = E / s
                 inv = scale / s  # [P]
             else:  # recomputed ones exp(logit - lse'), lse' = lse rounded to the blocks' dtype
