@@ -66,3 +66,46 @@ def test_sasrec_cosine_scores_are_bounded_by_the_temperature():
     m = build_model({"name": "sasrec", "temperature": 0.1, "dropout": 0.0}, 20, 0).eval()
     s = m.scores(torch.tensor([[1, 2, 3]]))[0, 1:]
     assert s.abs().max() <= 10.0 + 1e-4
+
+
+def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
+    """Ranking reads one state per user: SASRec and BERT4Rec skip the final block's other
+    positions, with the same result as encoding every position and taking the last."""
+    from seqrec.models.bert4rec import MASK
+
+    seq = torch.tensor([[0, 0, 0, 4, 9, 2], [3, 1, 4, 1, 5, 9], [0, 0, 0, 0, 0, 7]])
+    for spec in ({"name": "sasrec", "n_heads": 2}, {"name": "sasrec", "norm": "post", "n_blocks": 3},
+                 {"name": "sasrec", "temperature": 0.1}, {"name": "bert4rec", "n_heads": 2}):
+        m = build_model(spec, 10, 0).eval()
+        with torch.no_grad():
+            if spec["name"] == "bert4rec":
+                full = m.head(m.encode(torch.cat([seq, torch.full((3, 1), MASK)], 1))[:, -1])
+            else:
+                full = m.encode(seq)[:, -1]
+            torch.testing.assert_close(m.query(seq), full, rtol=1e-5, atol=1e-5)
+    m = build_model({"name": "sasrec"}, 10, 0).eval()
+    calls = []
+    m.blocks[-1].ff.register_forward_hook(lambda mod, inp, out: calls.append(out.shape))
+    m.query(seq)
+    assert calls == [torch.Size([3, 1, m.config.d_model])]  # the feed-forward saw one position
+
+
+def test_dropout_keeps_the_expectation_and_the_rate():
+    from seqrec.nn import Dropout, keep_mask
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000)
+    for p in (0.1, 0.3, 0.5):
+        assert abs(1 - keep_mask(x, p).float().mean().item() - p) < 3e-3  # 400k draws: sd 1e-3
+        d = Dropout(p).train()
+        y = d(x)
+        assert abs(y.mean().item() - 1.0) < 1e-2
+        kept = torch.unique(y)
+        assert kept[0] == 0.0 and len(kept) == 2 and abs(kept[1].item() - d.scale) < 1e-6
+    d = Dropout(0.5).eval()
+    assert d(x) is x
+    m = keep_mask(torch.ones(1_000_001), 0.5)  # an odd count: the last 64-bit word is cut
+    assert m.shape == (1_000_001,)
+    cols = keep_mask(torch.ones(250_000, 4), 0.5).float()  # the four draws cut from one word
+    assert (cols.mean(0) - 0.5).abs().max() < 5e-3
+    assert (torch.corrcoef(cols.T) - torch.eye(4)).abs().max() < 1e-2

@@ -61,8 +61,9 @@ class BERT4Rec(SequenceModel):
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
         nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
 
-    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        """``seq [B, L]``: item indices, 0 padding, ``MASK`` (-1) for the positions to predict."""
+    def encode(self, seq: Tensor, times: Tensor | None = None, *, last: bool = False) -> Tensor:
+        """``seq [B, L]``: item indices, 0 padding, ``MASK`` (-1) for the positions to predict.
+        ``[B, L, D]``, or only the last position's state ``[B, 1, D]`` with ``last``."""
         B, L = seq.shape
         real = seq != 0  # [B, L]
         is_mask = (seq == MASK)[:, :, None]  # [B, L, 1]
@@ -72,14 +73,14 @@ class BERT4Rec(SequenceModel):
         x = self.drop(x) * real[:, :, None]
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         allowed = (real[:, None, :] | eye)[:, None]  # [B, 1, L, L]: every real item, both sides
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.ln_f(x)  # [B, L, D]
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last=last and i == len(self.blocks) - 1)
+        return self.ln_f(x)
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         mask_col = torch.full((seq.shape[0], 1), MASK, dtype=seq.dtype, device=seq.device)
         x = torch.cat([seq, mask_col], 1)[:, -self.max_len :]  # [B, <= max_len]
-        return self.head(self.encode(x)[:, -1])  # [B, D]
+        return self.head(self.encode(x, last=True)[:, -1])  # [B, D]
 
     def attention_flops(self, width: int) -> float:
         """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""

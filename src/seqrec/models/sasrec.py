@@ -64,21 +64,32 @@ class Block(nn.Module):
         )
         self.drop = Dropout(cfg.dropout)
 
-    def attention(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def attention(self, x: Tensor, allowed: Tensor, last: bool = False) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        a = F.scaled_dot_product_attention(  # [B, H, L, D/H]
+        if last:  # one query (the last position) against every key: a third of the projection
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:D], b[:D])  # [B, 1, D]
+            k, v = F.linear(x, w[D:], b[D:]).split(D, dim=-1)  # 2 x [B, L, D]
+            allowed = allowed[:, :, -1:]  # [B, 1, 1, L]
+        else:
+            q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
+        Lq = q.shape[1]
+        q = q.view(B, Lq, self.n_heads, D // self.n_heads).transpose(1, 2)
+        k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (k, v))
+        a = F.scaled_dot_product_attention(  # [B, H, Lq, D/H]
             q, k, v, attn_mask=allowed, dropout_p=self.attn_p if self.training else 0.0
         )
-        return self.proj(a.transpose(1, 2).reshape(B, L, D))  # [B, L, D]
+        return self.proj(a.transpose(1, 2).reshape(B, Lq, D))  # [B, Lq, D]
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor, last: bool = False) -> Tensor:
+        """``[B, L, D] -> [B, L, D]``; with ``last``, only the last position's output ``[B, 1, D]``
+        (what ranking reads from the final block): attention still reads every position."""
+        r = x[:, -1:] if last else x  # the residual stream of the positions computed
         if self.pre:
-            x = x + self.drop(self.attention(self.ln1(x), allowed))
-            return x + self.drop(self.ff(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attention(x, allowed)))
-        return self.ln2(x + self.drop(self.ff(x)))
+            r = r + self.drop(self.attention(self.ln1(x), allowed, last))
+            return r + self.drop(self.ff(self.ln2(r)))
+        r = self.ln1(r + self.drop(self.attention(x, allowed, last)))
+        return self.ln2(r + self.drop(self.ff(r)))
 
 
 def causal_mask(real: Tensor) -> Tensor:
@@ -113,8 +124,9 @@ class SASRec(SequenceModel):
         self.ln_emb = nn.LayerNorm(config.d_model) if config.emb_norm else nn.Identity()
         nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
 
-    def encode_states(self, seq: Tensor) -> Tensor:
-        """``[B, L] -> [B, L, D]``: the transformer's output states."""
+    def encode_states(self, seq: Tensor, last: bool = False) -> Tensor:
+        """``[B, L] -> [B, L, D]``: the transformer's output states (``[B, 1, D]``, the last
+        position's, with ``last``: the final block then computes nothing else)."""
         B, L = seq.shape
         real = seq > 0  # [B, L]
         pos = positions_from_end(L, self.max_len, seq.device)  # [L]
@@ -123,17 +135,19 @@ class SASRec(SequenceModel):
             x = x * self.config.d_model**0.5
         x = self.drop(self.ln_emb(x + self.pos_emb(pos))) * real[:, :, None]
         allowed = causal_mask(real)  # [B, 1, L, L]
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.ln_f(x)  # [B, L, D]
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last=last and i == len(self.blocks) - 1)
+        return self.ln_f(x)
 
-    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        h = self.encode_states(seq)  # [B, L, D]
+    def _scored(self, h: Tensor) -> Tensor:
         t = self.config.temperature
         return h if t is None else F.normalize(h, dim=-1) / t
 
+    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+        return self._scored(self.encode_states(seq))  # [B, L, D]
+
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        return self.encode(seq)[:, -1]  # [B, D]
+        return self._scored(self.encode_states(seq, last=True)[:, -1])  # [B, D]
 
     def attention_flops(self, width: int) -> float:
         """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
