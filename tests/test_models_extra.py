@@ -69,20 +69,29 @@ def test_sasrec_cosine_scores_are_bounded_by_the_temperature():
 
 
 def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
-    """Ranking reads one state per user: SASRec and BERT4Rec skip the final block's other
+    """Ranking reads one state per user: SASRec, BERT4Rec and HSTU skip the final block's other
     positions, with the same result as encoding every position and taking the last."""
     from seqrec.models.bert4rec import MASK
 
     seq = torch.tensor([[0, 0, 0, 4, 9, 2], [3, 1, 4, 1, 5, 9], [0, 0, 0, 0, 0, 7]])
+    times = torch.tensor([[0, 0, 0, 10, 500, 90_000], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 3]]) * (seq > 0)
     for spec in ({"name": "sasrec", "n_heads": 2}, {"name": "sasrec", "norm": "post", "n_blocks": 3},
-                 {"name": "sasrec", "temperature": 0.1}, {"name": "bert4rec", "n_heads": 2}):
+                 {"name": "sasrec", "temperature": 0.1}, {"name": "bert4rec", "n_heads": 2},
+                 {"name": "hstu", "n_heads": 2}):
         m = build_model(spec, 10, 0).eval()
+        for blk in m.blocks if spec["name"] == "hstu" else []:  # both biases start at zero
+            torch.nn.init.normal_(blk.rel_pos.weight)
+            torch.nn.init.normal_(blk.rel_time.weight)
         with torch.no_grad():
             if spec["name"] == "bert4rec":
                 full = m.head(m.encode(torch.cat([seq, torch.full((3, 1), MASK)], 1))[:, -1])
             else:
                 full = m.encode(seq)[:, -1]
             torch.testing.assert_close(m.query(seq), full, rtol=1e-5, atol=1e-5)
+            if spec["name"] == "hstu":  # the time-gap bias, sliced to the last row too
+                torch.testing.assert_close(m.query(seq, times), m.encode(seq, times)[:, -1],
+                                           rtol=1e-5, atol=1e-5)
+                assert not torch.allclose(m.query(seq, times), m.query(seq))
     m = build_model({"name": "sasrec"}, 10, 0).eval()
     calls = []
     m.blocks[-1].ff.register_forward_hook(lambda mod, inp, out: calls.append(out.shape))

@@ -57,17 +57,29 @@ class HSTUBlock(nn.Module):
         nn.init.zeros_(self.rel_time.weight)
         self.drop = Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor, dist: Tensor, tb: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor, dist: Tensor, tb: Tensor | None,
+                last: bool = False) -> Tensor:
+        """``[B, L, D] -> [B, L, D]``; with ``last``, only the last position's output ``[B, 1, D]``
+        (what ranking reads from the final block): keys and values still cover every position."""
         B, L, D = x.shape
-        u, v, q, k = F.silu(self.f1(self.ln_in(x))).split(D, dim=-1)  # 4 x [B, L, D]
-        q, k, v = (t.view(B, L, self.h, D // self.h).transpose(1, 2) for t in (q, k, v))  # [B, H, L, d]
-        logits = (q @ k.transpose(-1, -2)) * self.scale  # [B, H, L, L]
-        logits = logits + self.rel_pos(dist).permute(2, 0, 1)[None]  # + [1, H, L, L]
+        h = self.ln_in(x)
+        w, b = self.f1.weight, self.f1.bias  # rows: u, v, q, k
+        if last:  # u and q of the last position only; v and k of every position
+            hl = h[:, -1:]
+            u, q = (F.silu(F.linear(hl, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (0, 2))
+            v, k = (F.silu(F.linear(h, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (1, 3))
+        else:
+            u, v, q, k = F.silu(self.f1(h)).split(D, dim=-1)  # 4 x [B, L, D]
+        Lq = q.shape[1]
+        q = q.view(B, Lq, self.h, D // self.h).transpose(1, 2)  # [B, H, Lq, d]
+        k, v = (t.view(B, L, self.h, D // self.h).transpose(1, 2) for t in (k, v))  # [B, H, L, d]
+        logits = (q @ k.transpose(-1, -2)) * self.scale  # [B, H, Lq, L]
+        logits = logits + self.rel_pos(dist[-Lq:]).permute(2, 0, 1)[None]  # + [1, H, Lq, L]
         if tb is not None:
-            logits = logits + self.rel_time(tb).permute(0, 3, 1, 2)  # + [B, H, L, L]
-        a = F.silu(logits) * allowed / self.norm_max  # pointwise, no softmax
-        out = (a @ v).transpose(1, 2).reshape(B, L, D)  # [B, L, D]
-        return x + self.drop(self.f2(self.ln_attn(out) * u))
+            logits = logits + self.rel_time(tb[:, -Lq:]).permute(0, 3, 1, 2)  # + [B, H, Lq, L]
+        a = F.silu(logits) * allowed[:, :, -Lq:] / self.norm_max  # pointwise, no softmax
+        out = (a @ v).transpose(1, 2).reshape(B, Lq, D)  # [B, Lq, D]
+        return x[:, -Lq:] + self.drop(self.f2(self.ln_attn(out) * u))
 
 
 class HSTU(SequenceModel):
@@ -87,7 +99,8 @@ class HSTU(SequenceModel):
         self.ln_f = nn.LayerNorm(d)
         nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
 
-    def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
+    def encode(self, seq: Tensor, times: Tensor | None = None, *, last: bool = False) -> Tensor:
+        """``[B, L, D]`` states, or only the last position's ``[B, 1, D]`` with ``last``."""
         B, L = seq.shape
         real = seq > 0  # [B, L]
         cols = torch.arange(L, device=seq.device)
@@ -97,12 +110,12 @@ class HSTU(SequenceModel):
         allowed = causal_mask(real).float()  # [B, 1, L, L]
         dist = (cols[:, None] - cols[None, :]).clamp(0, self.max_len - 1)  # [L, L]
         tb = time_buckets(times, self.config.time_buckets) if times is not None else None
-        for block in self.blocks:
-            x = block(x, allowed, dist, tb)
-        return self.ln_f(x)  # [B, L, D]
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, dist, tb, last=last and i == len(self.blocks) - 1)
+        return self.ln_f(x)
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        return self.encode(seq, times)[:, -1]  # [B, D]
+        return self.encode(seq, times, last=True)[:, -1]  # [B, D]
 
     def attention_flops(self, width: int) -> float:
         """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
