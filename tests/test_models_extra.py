@@ -113,6 +113,7 @@ def test_dropout_keeps_the_expectation_and_the_rate():
         assert kept[0] == 0.0 and len(kept) == 2 and abs(kept[1].item() - d.scale) < 1e-6
     d = Dropout(0.5).eval()
     assert d(x) is x
+    assert Dropout(0.999999).scale == 65536  # p rounds to 1: one level in 65536 is kept
     m = keep_mask(torch.ones(1_000_001), 0.5)  # an odd count: the last 64-bit word is cut
     assert m.shape == (1_000_001,)
     cols = keep_mask(torch.ones(250_000, 4), 0.5).float()  # the four draws cut from one word
