@@ -146,6 +146,16 @@ def save(rows: list[dict[str, Any]], name: str) -> None:
     atomic_write_text(RESULTS / f"{name}.md", markdown(rows) + "\n")
 
 
+def replace_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rows`` with ``row`` in place of the one of its (dataset, model), where that one stood
+    (so a rerun changes its own row of the results file only), else appended."""
+    key = (row["dataset"], row["model"])
+    at = [i for i, r in enumerate(rows) if (r["dataset"], r["model"]) == key]
+    if not at:
+        return [*rows, row]
+    return [*rows[:at[0]], row, *(r for r in rows[at[0] + 1:] if (r["dataset"], r["model"]) != key)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -185,7 +195,7 @@ def main() -> None:
             }
             if res.refit is not None:
                 row["refit"] = {"epochs": res.refit["epochs"], "seconds": res.refit["seconds"]}
-            rows = [r for r in rows if (r["dataset"], r["model"]) != (dataset, label)] + [row]
+            rows = replace_row(rows, row)
             save(rows, args.name)
             print(markdown([row]).splitlines()[-1], flush=True)
     print(markdown(rows))

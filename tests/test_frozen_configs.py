@@ -59,3 +59,12 @@ def test_freeze_writes_what_reproduce_reads(tmp_path):
     rows = reproduce.compare(expected, {"NDCG@10": 0.102, "HR@10": 0.2}, {"NDCG@10": 0.08, "HR@10": 0.19})
     ok = {r["metric"]: r["ok"] for r in rows}
     assert ok == {"valid_NDCG@10": True, "valid_HR@10": True, "test_NDCG@10": False, "test_HR@10": True}
+
+
+def test_accuracy_rerun_replaces_its_row_in_place():
+    accuracy = _load_script("accuracy")
+    rows = [{"dataset": "a", "model": m, "v": 0} for m in ("x", "y", "z")]
+    again = accuracy.replace_row(rows, {"dataset": "a", "model": "y", "v": 1})
+    assert [(r["model"], r["v"]) for r in again] == [("x", 0), ("y", 1), ("z", 0)]
+    added = accuracy.replace_row(rows, {"dataset": "b", "model": "y", "v": 2})
+    assert [(r["dataset"], r["model"]) for r in added][-1] == ("b", "y") and len(added) == 4
