@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from seqrec.losses import LossFn, full_softmax_ce
 from seqrec.models.base import Dropout, ModelConfig, SequenceModel
-from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end
+from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end, run_blocks
 
 
 MASK = -1
@@ -73,9 +73,7 @@ class BERT4Rec(SequenceModel):
         x = self.drop(x) * real[:, :, None]
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         allowed = (real[:, None, :] | eye)[:, None]  # [B, 1, L, L]: every real item, both sides
-        for i, block in enumerate(self.blocks):
-            x = block(x, allowed, last=last and i == len(self.blocks) - 1)
-        return self.ln_f(x)
+        return self.ln_f(run_blocks(self.blocks, x, allowed, last=last))
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         mask_col = torch.full((seq.shape[0], 1), MASK, dtype=seq.dtype, device=seq.device)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqrec.models.base import Dropout, ModelConfig, SequenceModel
-from seqrec.models.sasrec import causal_mask
+from seqrec.models.sasrec import causal_mask, run_blocks
 
 
 @dataclass
@@ -110,9 +110,7 @@ class HSTU(SequenceModel):
         allowed = causal_mask(real).float()  # [B, 1, L, L]
         dist = (cols[:, None] - cols[None, :]).clamp(0, self.max_len - 1)  # [L, L]
         tb = time_buckets(times, self.config.time_buckets) if times is not None else None
-        for i, block in enumerate(self.blocks):
-            x = block(x, allowed, dist, tb, last=last and i == len(self.blocks) - 1)
-        return self.ln_f(x)
+        return self.ln_f(run_blocks(self.blocks, x, allowed, dist, tb, last=last))
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq, times, last=True)[:, -1]  # [B, D]

@@ -92,6 +92,15 @@ class Block(nn.Module):
         return self.ln2(r + self.drop(self.ff(r)))
 
 
+def run_blocks(blocks: nn.ModuleList, x: Tensor, *args: Tensor | None,
+               last: bool = False) -> Tensor:
+    """``x`` through every block (each also given ``args``); with ``last``, the final block computes
+    the last position only (``[B, 1, D]``), the one ranking reads, and the others every position."""
+    for i, block in enumerate(blocks):
+        x = block(x, *args, last=last and i == len(blocks) - 1)
+    return x
+
+
 def causal_mask(real: Tensor) -> Tensor:
     """``[B, 1, L, L]``: position i may read j <= i when j is a real item; every position reads
     itself, so padding rows never see an empty set (they are never scored)."""
@@ -135,9 +144,7 @@ class SASRec(SequenceModel):
             x = x * self.config.d_model**0.5
         x = self.drop(self.ln_emb(x + self.pos_emb(pos))) * real[:, :, None]
         allowed = causal_mask(real)  # [B, 1, L, L]
-        for i, block in enumerate(self.blocks):
-            x = block(x, allowed, last=last and i == len(self.blocks) - 1)
-        return self.ln_f(x)
+        return self.ln_f(run_blocks(self.blocks, x, allowed, last=last))
 
     def _scored(self, h: Tensor) -> Tensor:
         t = self.config.temperature
