@@ -38,6 +38,14 @@ def test_sasrec_is_causal_and_post_norm_works():
         torch.testing.assert_close(a[0, :3], b[0, :3])  # earlier states never see later items
 
 
+def test_sasrec_ff_dropout_sets_only_the_inner_feed_forward_rate():
+    m = build_model({"name": "sasrec", "dropout": 0.5, "ff_dropout": 0.0}, 10, 0)
+    inner = [mod.p for blk in m.blocks for mod in blk.ff.modules() if hasattr(mod, "p")]
+    assert inner == [0.0, 0.0] and all(blk.drop.p == 0.5 and blk.attn_p == 0.5 for blk in m.blocks)
+    default = build_model({"name": "sasrec", "dropout": 0.5}, 10, 0)  # None: the same as dropout
+    assert [mod.p for blk in default.blocks for mod in blk.ff.modules() if hasattr(mod, "p")] == [0.5, 0.5]
+
+
 def test_hstu_reads_time_gaps():
     m = build_model({"name": "hstu", "dropout": 0.0}, 10, 0).eval()
     with torch.no_grad():

@@ -35,6 +35,9 @@ class SASRecConfig(ModelConfig):
     """Dropout on the input embeddings (``None``: same as ``dropout``)."""
     attn_dropout: float | None = None
     """Dropout on the attention weights (``None``: same as ``dropout``)."""
+    ff_dropout: float | None = None
+    """Dropout inside the feed-forward layer, after the activation (``None``: same as
+    ``dropout``, as in the original SASRec; ``0``: the residual-branch dropout only, as RecBole)."""
     norm: str = "pre"
     """``pre`` (x + f(LN(x)), stable when deep) or ``post`` (LN(x + f(x)), the original Transformer)."""
     temperature: float | None = None
@@ -59,7 +62,8 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ff = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), Dropout(cfg.dropout),
+            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(),
+            Dropout(cfg.dropout if cfg.ff_dropout is None else cfg.ff_dropout),
             nn.Linear(cfg.d_ff, cfg.d_model),
         )
         self.drop = Dropout(cfg.dropout)
