@@ -99,6 +99,9 @@ for _data, _sasrec, _hstu in (("beauty", "sasrec-cosine", "hstu-cosine"),
 _hstu_1m = SETTINGS[("ml-1m", "hstu-cosine")]
 SETTINGS[("ml-1m", "hstu-init")] = {**_hstu_1m, "model": {**_hstu_1m["model"],
                                                            "fusion": {"init_std": 0.02}}}
+# the ML-1M HSTU four times as deep (8 blocks, as HSTU-large), one cosine over 40 epochs
+SETTINGS[("ml-1m", "hstu-deep")] = {**_hstu_1m, "model": {**_hstu_1m["model"], "n_blocks": 8},
+                                    "train": {**_hstu_1m["train"], "epochs": 40, "patience": 40}}
 MODELS = ["pop", "recent-pop", "lstm", "gru4rec", "sasrec", "hstu", "bert4rec"]
 DATASETS = ["beauty", "ml-100k", "ml-1m"]
 

@@ -1,5 +1,6 @@
 """What is particular to BERT4Rec, HSTU and the SASRec options."""
 
+import pytest
 import torch
 
 from seqrec.config import EvalConfig, TrainConfig
@@ -74,10 +75,14 @@ def test_hstu_trains_with_timestamps():
     assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.95
 
 
-def test_sasrec_cosine_scores_are_bounded_by_the_temperature():
-    m = build_model({"name": "sasrec", "temperature": 0.1, "dropout": 0.0}, 20, 0).eval()
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_cosine_scores_are_bounded_by_the_temperature(name):
+    m = build_model({"name": name, "temperature": 0.1, "dropout": 0.0}, 20, 0).eval()
     s = m.scores(torch.tensor([[1, 2, 3]]))[0, 1:]
     assert s.abs().max() <= 10.0 + 1e-4
+    assert s.abs().max() > 1.0  # cosines over 0.1, not raw dot products of unit-scale vectors
+    W, _ = m.item_table()
+    torch.testing.assert_close(W[1:].norm(dim=-1), torch.ones(len(W) - 1))  # row 0: padding
 
 
 def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
@@ -89,7 +94,7 @@ def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
     times = torch.tensor([[0, 0, 0, 10, 500, 90_000], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 3]]) * (seq > 0)
     for spec in ({"name": "sasrec", "n_heads": 2}, {"name": "sasrec", "norm": "post", "n_blocks": 3},
                  {"name": "sasrec", "temperature": 0.1}, {"name": "bert4rec", "n_heads": 2},
-                 {"name": "hstu", "n_heads": 2}):
+                 {"name": "hstu", "n_heads": 2}, {"name": "hstu", "temperature": 0.05}):
         m = build_model(spec, 10, 0).eval()
         for blk in m.blocks if spec["name"] == "hstu" else []:  # both biases start at zero
             torch.nn.init.normal_(blk.rel_pos.weight)

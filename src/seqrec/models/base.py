@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqrec.config import FusionConfig
@@ -151,6 +152,18 @@ class SequenceModel(nn.Module):
     def extra_state(self) -> dict[str, Any]:
         """JSON-able state beyond the tensors, saved in the artifact (rarely needed)."""
         return {}
+
+
+def cosine_query(h: Tensor, temperature: float | None) -> Tensor:
+    """Scoring by cosine similarity over a temperature (``temperature`` set): the query's unit
+    vector divided by it; with :func:`cosine_table` a score is ``cos(h, w) / temperature``.
+    ``None``: ``h`` unchanged (plain dot product)."""
+    return h if temperature is None else F.normalize(h, dim=-1) / temperature
+
+
+def cosine_table(W: Tensor, temperature: float | None) -> Tensor:
+    """The item table's side of :func:`cosine_query`: unit rows when ``temperature`` is set."""
+    return W if temperature is None else F.normalize(W, dim=-1)
 
 
 def left_to_right(seq: Tensor) -> tuple[Tensor, Tensor]:

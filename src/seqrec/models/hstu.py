@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqrec.models.base import Dropout, ModelConfig, SequenceModel
+from seqrec.models.base import Dropout, ModelConfig, SequenceModel, cosine_query, cosine_table
 from seqrec.models.sasrec import causal_mask, run_blocks
 
 
@@ -33,6 +33,9 @@ class HSTUConfig(ModelConfig):
     """Dropout on embeddings and on each block's output."""
     time_buckets: int = 40
     """Log2 buckets of the time gap (seconds) for the time bias; used only with timestamps."""
+    temperature: float | None = None
+    """Score by cosine similarity divided by this temperature (``None``: plain dot product), as
+    the published HSTU runs do (unit user and item vectors, temperature 0.05)."""
 
 
 def time_buckets(times: Tensor, n: int) -> Tensor:
@@ -110,7 +113,8 @@ class HSTU(SequenceModel):
         allowed = causal_mask(real).float()  # [B, 1, L, L]
         dist = (cols[:, None] - cols[None, :]).clamp(0, self.max_len - 1)  # [L, L]
         tb = time_buckets(times, self.config.time_buckets) if times is not None else None
-        return self.ln_f(run_blocks(self.blocks, x, allowed, dist, tb, last=last))
+        states = self.ln_f(run_blocks(self.blocks, x, allowed, dist, tb, last=last))
+        return cosine_query(states, self.config.temperature)
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         return self.encode(seq, times, last=True)[:, -1]  # [B, D]
@@ -120,4 +124,4 @@ class HSTU(SequenceModel):
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        return self.items.table(), None  # [N+1, D]
+        return cosine_table(self.items.table(), self.config.temperature), None  # [N+1, D]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqrec.models.base import Dropout, ModelConfig, SequenceModel
+from seqrec.models.base import Dropout, ModelConfig, SequenceModel, cosine_query, cosine_table
 
 
 @dataclass
@@ -150,20 +150,15 @@ class SASRec(SequenceModel):
         allowed = causal_mask(real)  # [B, 1, L, L]
         return self.ln_f(run_blocks(self.blocks, x, allowed, last=last))
 
-    def _scored(self, h: Tensor) -> Tensor:
-        t = self.config.temperature
-        return h if t is None else F.normalize(h, dim=-1) / t
-
     def encode(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        return self._scored(self.encode_states(seq))  # [B, L, D]
+        return cosine_query(self.encode_states(seq), self.config.temperature)  # [B, L, D]
 
     def query(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
-        return self._scored(self.encode_states(seq, last=True)[:, -1])  # [B, D]
+        return cosine_query(self.encode_states(seq, last=True)[:, -1], self.config.temperature)
 
     def attention_flops(self, width: int) -> float:
         """Per token, forward + backward: scores and weighted sum, 2 x 2 x width x d, per block."""
         return 12.0 * width * self.config.d_model * self.config.n_blocks
 
     def item_table(self) -> tuple[Tensor, Tensor | None]:
-        W = self.items.table()  # [N+1, D]
-        return (W, None) if self.config.temperature is None else (F.normalize(W, dim=-1), None)
+        return cosine_table(self.items.table(), self.config.temperature), None  # [N+1, D]
