@@ -116,8 +116,18 @@ class _BlockPool:
             self.free.sort(key=Tensor.numel, reverse=True)  # the largest kept, the smallest dropped
             del self.free[self.keep:]
 
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+
 
 _POOL = _BlockPool()
+
+
+def release_buffers() -> None:
+    """Free the full-softmax kernel's pooled buffers (the trainer does when it ends): up to two
+    blocks' worth of memory, e.g. about 180 MiB each for ML-1M's batches of 64 x 200 positions."""
+    _POOL.clear()
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):

@@ -27,7 +27,7 @@ from seqrec.data.batching import (left_pad, length_bucketed_batches, scored_pair
                                   train_times, training_windows)
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
-from seqrec.losses import excluding, make_loss
+from seqrec.losses import excluding, make_loss, release_buffers
 from seqrec.models.base import SequenceModel
 from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
 from seqrec.train.speed import (autocast, autocast_dtype, encoder_flops, loss_flops, maybe_compile,
@@ -315,5 +315,6 @@ def train(
     if not result.stop_reason:
         result.stop_reason = f"early stop: no better validation {metric} for {bad} evaluations"
     model.load_state_dict(best_state)
+    release_buffers()
     result.seconds = time.perf_counter() - t_start
     return result
