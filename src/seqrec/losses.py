@@ -88,10 +88,10 @@ class _BlockPool:
     A step's blocks are tens of MiB (Beauty: 750 positions x 12,101 items, 36 MiB). Allocated
     afresh, the allocator returns them to the kernel at each free and every page faults again on
     first touch: measured alone at that shape, the forward pass's products and ``exp`` took 21 ms
-    against 13 ms into a reused buffer, and a Beauty epoch's page faults halve. A buffer is taken by a forward pass and given back by the backward
-    pass that consumed it, so two losses alive at once never share one; one dropped without a
-    backward pass is simply freed. CUDA's caching allocator already reuses its memory, so only
-    CPU tensors are pooled.
+    against 13 ms into a reused buffer, and a Beauty run's page faults halve with the pool. A
+    buffer is taken by a forward pass and given back by the backward pass that consumed it, so
+    two losses alive at once never share one; one dropped without a backward pass is simply
+    freed. CUDA's caching allocator already reuses its memory, so only CPU tensors are pooled.
     """
 
     def __init__(self, keep: int = 2) -> None:
@@ -174,7 +174,8 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             shift2 = bound * _LOG2E  # in base 2, as the blocks
             for start in range(1, n, chunk):
                 stop = min(start + chunk, n)
-                out = None if buf is None else buf[P * (start - 1):P * (stop - 1)].view(P, stop - start)
+                out = (None if buf is None
+                       else buf[P * (start - 1):P * (stop - 1)].view(P, stop - start))
                 E = _logits(h2, Wm, b2, start, stop, out)  # [P, C]
                 if start == 1:
                     shift2 = torch.maximum(torch.maximum(E.max(1).values.to(h.dtype), tgt * _LOG2E),
