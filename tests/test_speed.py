@@ -62,6 +62,25 @@ def test_history_reports_flops_and_rate():
     assert rec["floor_seconds"] == pytest.approx(rec["flops"] / (res.matmul_gflops * 1e9))
 
 
+def test_floor_uses_the_higher_ceiling_reading(monkeypatch):
+    """The matmul rate is read before and after a long training run; the higher reading is the
+    ceiling of every epoch's floor (a low first reading, taken while the machine was busy, once made an
+    ML-1M run look twice as near its floor as it was)."""
+    import seqrec.train.loop as loop
+
+    monkeypatch.setattr(loop, "REREAD_CEILING_AFTER_S", 0.0)  # short runs read it once
+    split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=40)))
+    for readings, ceiling in (([100.0, 250.0], 250.0), ([250.0, 100.0], 250.0)):
+        it = iter(readings)
+        monkeypatch.setattr(loop, "measure_matmul_rate", lambda device, dtype=None: next(it))
+        model = build_model({"name": "sasrec", "d_model": 16}, split.seqs.n_items, 0)
+        res = train(model, split, TrainConfig(epochs=2, device="cpu"), EvalConfig(ks=[10]),
+                    progress=False)
+        assert res.matmul_gflops == ceiling
+        for rec in res.history:
+            assert rec["floor_seconds"] == pytest.approx(rec["flops"] / (ceiling * 1e9))
+
+
 def test_compiled_training_matches_eager():
     split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=40)))
     losses = []
