@@ -48,16 +48,15 @@ def maybe_compile(model: nn.Module, enabled: bool) -> None:
         model.encode = torch.compile(model.encode, dynamic=True)  # type: ignore[method-assign]
 
 
-def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048,
-                        repeats: int = 4) -> float:
-    """Best GFLOP/s of ``repeats`` ``n x n`` matrix products on ``device`` (into one output
-    allocated beforehand, so no page fault is timed): the ceiling FLOPs are compared with."""
+def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048) -> float:
+    """Best-of-4 GFLOP/s of an ``n x n`` matrix product on ``device`` (into one output allocated
+    beforehand, so no page fault is timed): the ceiling FLOPs are compared with."""
     dtype = dtype or torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     c = torch.mm(a, b)
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(4):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
