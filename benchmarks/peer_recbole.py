@@ -1,4 +1,5 @@
-"""Peer comparison, side by side in one run: RecBole 1.2.1's SASRec against seqrec's SASRec.
+"""Peer comparison, side by side in one run: RecBole 1.2.1's SASRec against seqrec's SASRec (or
+another seqrec model, ``--seqrec-set model.name=hstu``: the table then names it).
 
 Same data, same split, same machine, same full-ranking protocol. For each dataset the script
 
@@ -9,12 +10,12 @@ Same data, same split, same machine, same full-ranking protocol. For each datase
    max length 50, Adam 1e-3, batch 256, early stop 10) in its own virtualenv, in a subprocess,
    "as shipped" (autograd anomaly detection on, as importing RecBole's models leaves it) and/or with
    anomaly detection switched off;
-3. trains seqrec's SASRec with ``seqrec.pipeline.run``, selecting on *unmasked* validation NDCG@10
+3. trains seqrec's model with ``seqrec.pipeline.run``, selecting on *unmasked* validation NDCG@10
    (RecBole's protocol: items already in the history stay in the ranking), and evaluates its test
    split both unmasked and masked (seqrec's default);
 4. prints per dataset NDCG@10, HR@10, seconds per epoch and the wall time to reach RecBole's best
-   validation NDCG@10, with the ratios, and writes ``benchmarks/results/peer_recbole_<dataset>.json``
-   and ``benchmarks/results/peer_recbole.md``.
+   validation NDCG@10, with the ratios, and writes ``peer_recbole_<dataset>.json`` and
+   ``peer_recbole.md`` into ``--results-dir`` (``benchmarks/results``).
 
 RecBole is a benchmark dependency only: it lives in ``benchmarks/.venv-recbole`` and seqrec never
 imports it. The venv is created on first use (``pip install torch==2.13.0``, then ``recbole==1.2.1``,
@@ -461,7 +462,7 @@ def markdown(result: dict[str, Any]) -> str:
             when = "not reached" if c.get("seqrec_s") is None else f"{c['seqrec_s']:.1f} (epoch {c['seqrec_epoch']})"
             tt.append(f"{MODES[mode].split('(')[1].rstrip(')')}: {when}")
         lines.append("| " + " | ".join([
-            "seqrec", _f(sq["test_unmasked"]["NDCG@10"]), _f(sq["test_unmasked"]["HR@10"]),
+            f"seqrec ({sq['config']['model'].get('name', 'sasrec')})", _f(sq["test_unmasked"]["NDCG@10"]), _f(sq["test_unmasked"]["HR@10"]),
             f"{_f(sq['test_masked']['NDCG@10'])} / {_f(sq['test_masked']['HR@10'])}",
             _f(sq.get("best_valid_ndcg10")), f"{sq['best_epoch']} / {sq['epochs_run']}",
             _f(_median([e["train_s"] for e in sq["epochs"] if e.get("train_s") is not None]), ".1f"),
@@ -529,6 +530,13 @@ def notes(result: dict[str, Any]) -> list[str]:
                            f"{'not reached' if c.get('ratio') is None else format(c['ratio'], '.1f') + 'x'}, "
                            f"seqrec test NDCG@10 higher: {'yes' if c['seqrec_test_higher'] else 'no'}).")
     if sq is not None:
+        name = sq["config"]["model"].get("name", "sasrec")
+        if name != "sasrec":
+            out.append(f"- seqrec's model here is its {name}, not SASRec: this compares the "
+                       "model seqrec would pick for the task with RecBole's SASRec."
+                       + (" HSTU also reads the gaps between events' timestamps where the data has "
+                          "them (ML-100K does); RecBole's SASRec uses only their order."
+                          if name == "hstu" else ""))
         tr = sq["config"]["train"]
         keys = ("batch_size", "lr", "lr_schedule", "epochs", "patience", "max_minutes", "loss",
                 "window_stride", "emb_weight_decay", "precision", "eval_every", "seed")
@@ -563,7 +571,7 @@ def save(result: dict[str, Any], results_dir: Path) -> None:
 
 def write_markdown(results_dir: Path) -> None:
     """``peer_recbole.md`` from every dataset's JSON in ``results_dir``."""
-    parts = ["# RecBole 1.2.1 vs seqrec: SASRec, same split, same machine", "",
+    parts = ["# RecBole 1.2.1's SASRec vs seqrec, same split, same machine", "",
              "Written by `benchmarks/peer_recbole.py`; every number below is measured by it.", ""]
     for f in sorted(results_dir.glob("peer_recbole_*.json")):
         parts += [markdown(json.loads(f.read_text())), ""]
@@ -645,7 +653,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: 
     if args.check_split_only:
         return result
     if not args.skip_seqrec:
-        print(f"[seqrec {dataset}] training SASRec (cap {args.seqrec_max_minutes:g} min), selecting on "
+        print(f"[seqrec {dataset}] training {cfg.model.get('name')} (cap {args.seqrec_max_minutes:g} min), selecting on "
               "unmasked validation NDCG@10", flush=True)
         result["seqrec"] = run_seqrec(cfg, prepared)
     result["comparison"] = compare(result["recbole"], result["seqrec"])
