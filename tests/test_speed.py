@@ -9,6 +9,7 @@ from seqrec.config import EvalConfig, TrainConfig
 from seqrec.data.preprocess import sequences_from_lists
 from seqrec.data.split import leave_one_out
 from seqrec.models import build_model
+from seqrec.train import speed
 from seqrec.train.loop import train
 from seqrec.train.speed import (autocast_dtype, dense_params, encoder_flops, loss_flops,
                                 measure_matmul_rate, prefetch)
@@ -51,6 +52,21 @@ def test_flop_accounting():
     assert loss_flops("softmax", 7, 100, 64, 5) == 6 * 7 * 100 * 64
     assert loss_flops("sampled", 7, 100, 64, 5) == 6 * 7 * 6 * 64
     assert measure_matmul_rate(torch.device("cpu"), n=256) > 0.1
+
+
+@pytest.mark.parametrize("gflops, size", [(1.0, (256, 448)), (200.0, (256, 2048))])
+def test_matmul_rate_shrinks_the_product_on_a_slow_unit(monkeypatch, gflops, size):
+    """At 1 GFLOP/s (bf16 on a CPU without bf16 units) four 2,048 products would take 69 s: the
+    probe sees that and times about a quarter-second product instead; a fast unit keeps 2,048."""
+    sizes = []
+
+    def product_seconds(n, device, dtype, repeats=4):
+        sizes.append(n)
+        return 2 * n**3 / (gflops * 1e9)
+
+    monkeypatch.setattr(speed, "_best_product_seconds", product_seconds)
+    assert measure_matmul_rate(torch.device("cpu")) == pytest.approx(gflops)
+    assert tuple(sizes) == size
 
 
 def test_history_reports_flops_and_rate():

@@ -48,22 +48,36 @@ def maybe_compile(model: nn.Module, enabled: bool) -> None:
         model.encode = torch.compile(model.encode, dynamic=True)  # type: ignore[method-assign]
 
 
-def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048) -> float:
+def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048,
+                        max_product_s: float = 0.25) -> float:
     """Best-of-4 GFLOP/s of an ``n x n`` matrix product on ``device`` (into one output allocated
-    beforehand, so no page fault is timed): the ceiling FLOPs are compared with."""
+    beforehand, so no page fault is timed): the ceiling FLOPs are compared with.
+
+    A ``256 x 256`` product first estimates the rate; where an ``n x n`` one would take over a
+    second, the size shrinks to one that takes about ``max_product_s``. bf16 on a CPU without bf16
+    units runs at about 1 GFLOP/s (a 2-core AVX2 EPYC): there four products of 2,048 would take
+    a minute and a half at the start of every run."""
     dtype = dtype or torch.float32
+    probe = _best_product_seconds(256, device, dtype, repeats=2)
+    rate = 2 * 256**3 / probe
+    if 2 * n**3 / rate > 1.0:
+        n = max(256, int((rate * max_product_s / 2) ** (1 / 3)) // 64 * 64)
+    return 2 * n**3 / _best_product_seconds(n, device, dtype) / 1e9
+
+
+def _best_product_seconds(n: int, device: torch.device, dtype: torch.dtype, repeats: int = 4) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     c = torch.mm(a, b)
     best = float("inf")
-    for _ in range(4):
+    for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
         torch.mm(a, b, out=c)
         c[0, 0].item()
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return best
 
 
 def dense_params(model: nn.Module) -> int:
