@@ -462,7 +462,8 @@ def markdown(result: dict[str, Any]) -> str:
             when = "not reached" if c.get("seqrec_s") is None else f"{c['seqrec_s']:.1f} (epoch {c['seqrec_epoch']})"
             tt.append(f"{MODES[mode].split('(')[1].rstrip(')')}: {when}")
         lines.append("| " + " | ".join([
-            f"seqrec ({sq['config']['model'].get('name', 'sasrec')})", _f(sq["test_unmasked"]["NDCG@10"]), _f(sq["test_unmasked"]["HR@10"]),
+            f"seqrec ({sq['config']['model'].get('name', 'sasrec')})",
+            _f(sq["test_unmasked"]["NDCG@10"]), _f(sq["test_unmasked"]["HR@10"]),
             f"{_f(sq['test_masked']['NDCG@10'])} / {_f(sq['test_masked']['HR@10'])}",
             _f(sq.get("best_valid_ndcg10")), f"{sq['best_epoch']} / {sq['epochs_run']}",
             _f(_median([e["train_s"] for e in sq["epochs"] if e.get("train_s") is not None]), ".1f"),
@@ -653,8 +654,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: 
     if args.check_split_only:
         return result
     if not args.skip_seqrec:
-        print(f"[seqrec {dataset}] training {cfg.model.get('name')} (cap {args.seqrec_max_minutes:g} min), selecting on "
-              "unmasked validation NDCG@10", flush=True)
+        print(f"[seqrec {dataset}] training {cfg.model.get('name')} (cap "
+              f"{args.seqrec_max_minutes:g} min), selecting on unmasked validation NDCG@10", flush=True)
         result["seqrec"] = run_seqrec(cfg, prepared)
     result["comparison"] = compare(result["recbole"], result["seqrec"])
     save(result, args.results_dir)

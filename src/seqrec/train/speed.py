@@ -55,8 +55,8 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, 
 
     A ``256 x 256`` product first estimates the rate; where an ``n x n`` one would take over a
     second, the size shrinks to one that takes about ``max_product_s``. bf16 on a CPU without bf16
-    units runs at about 1 GFLOP/s (a 2-core AVX2 EPYC): there four products of 2,048 would take
-    a minute and a half at the start of every run."""
+    units ran at 0.9-1.4 GFLOP/s (a 2-core AVX2 EPYC): there the five products of 2,048 (one
+    untimed) took one to one and a half minutes at the start of every run."""
     dtype = dtype or torch.float32
     probe = _best_product_seconds(256, device, dtype, repeats=2)
     rate = 2 * 256**3 / probe
