@@ -65,6 +65,24 @@ def test_hstu_reads_time_gaps():
     torch.testing.assert_close(m.encode(seq, t1)[0, :3], m.encode(seq, t2)[0, :3])
 
 
+def test_hstu_time_bias_gradient_matches_an_embedding_lookup():
+    """The time-gap bias's bincount backward gives the gradient ``nn.Embedding`` would."""
+    from seqrec.models.hstu import bucket_bias
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 6, (3, 5, 6), generator=g)  # bucket 6 unused
+    table = torch.randn(7, 2, generator=g)
+    up = torch.randn(3, 2, 5, 6, generator=g)  # [B, H, Lq, L]
+    w1, w2 = table.clone().requires_grad_(), table.clone().requires_grad_()
+    out = bucket_bias(w1, idx)
+    ref = torch.nn.functional.embedding(idx, w2).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, ref)
+    (out * up).sum().backward()
+    (ref * up).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad)
+    assert w1.grad[6].abs().sum() == 0
+
+
 def test_hstu_trains_with_timestamps():
     hists = cyclic_histories(n_users=200)
     times = [[1000 * u + 60 * j for j in range(len(h))] for u, h in enumerate(hists)]
