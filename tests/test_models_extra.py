@@ -103,6 +103,19 @@ def test_cosine_scores_are_bounded_by_the_temperature(name):
     torch.testing.assert_close(W[1:].norm(dim=-1), torch.ones(len(W) - 1))  # row 0: padding
 
 
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_cosine_scoring_starts_item_rows_small_unless_the_config_says(name):
+    """Only a row's direction is scored, so rows start at std 0.02 (short rows turn faster under
+    Adam); dot-product models keep the d^-0.5 default, and ``fusion.init_std`` wins over both."""
+    def row_std(**model):
+        m = build_model({"name": name, "d_model": 64, **model}, 2000, 0)
+        return m.items.id_emb.weight[1:].std().item()
+
+    assert abs(row_std(temperature=0.05) - 0.02) < 0.002
+    assert abs(row_std() - 64**-0.5) < 0.01
+    assert abs(row_std(temperature=0.05, fusion={"init_std": 0.1}) - 0.1) < 0.01
+
+
 def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
     """Ranking reads one state per user: SASRec, BERT4Rec and HSTU skip the final block's other
     positions, with the same result as encoding every position and taking the last."""

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqrec.models.base import Dropout, ModelConfig, SequenceModel, cosine_query, cosine_table
+from seqrec.models.base import (
+    Dropout, ModelConfig, SequenceModel, cosine_init_std, cosine_query, cosine_table,
+)
 from seqrec.models.sasrec import causal_mask, run_blocks
 
 
@@ -121,7 +123,7 @@ class HSTU(SequenceModel):
         if config.d_model % config.n_heads:
             raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
         d = config.d_model
-        self.items = self.item_encoder(d)
+        self.items = self.item_encoder(d, init_std=cosine_init_std(config.temperature))
         self.pos_emb = nn.Embedding(config.max_len, d)
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.n_blocks))

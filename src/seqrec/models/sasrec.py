@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqrec.models.base import Dropout, ModelConfig, SequenceModel, cosine_query, cosine_table
+from seqrec.models.base import (
+    Dropout, ModelConfig, SequenceModel, cosine_init_std, cosine_query, cosine_table,
+)
 
 
 @dataclass
@@ -129,7 +131,7 @@ class SASRec(SequenceModel):
             raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
         if config.norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {config.norm!r}")
-        self.items = self.item_encoder(config.d_model)
+        self.items = self.item_encoder(config.d_model, init_std=cosine_init_std(config.temperature))
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
         self.drop = Dropout(config.dropout if config.emb_dropout is None else config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
