@@ -1,0 +1,114 @@
+"""Speed against the FLOP floor: full-softmax SASRec epochs on Beauty, timed against the
+matrix-multiply rate measured at the start of the same run.
+
+    python benchmarks/floor.py                                  # d 64 three times, d 256 once, fp32
+    python benchmarks/floor.py --widths 64 --runs 5 --epochs 3 --precision bf16
+
+Each run trains ``configs/sasrec-beauty.toml``'s model (full softmax over 12,101 items, length
+50, 2 blocks) at one width for ``--epochs`` epochs. Nothing is evaluated: only the training
+loop is timed. Per epoch it records the training seconds, the FLOPs counted (encoder over real
+positions, item scoring of every scored position against every item, both passes), the floor
+(those FLOPs at the measured rate) and the ratio; a run's figure is the median ratio of its
+epochs. The target: an epoch within 2x of its floor. Writes ``benchmarks/results/floor.json``
+and ``floor.md`` (rows of earlier runs are kept, so several runs can be compared; ``--fresh``
+starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from accuracy import machine
+
+from seqrec.config import RunConfig, load_run_config
+from seqrec.data.datasets import default_data_dir
+from seqrec.fsutil import atomic_write_text
+from seqrec.models import build_model
+from seqrec.pipeline import prepare
+from seqrec.train.loop import train
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIG = ROOT / "configs" / "sasrec-beauty.toml"
+
+
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (the ceiling differs from host to host)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def run_config(width: int, epochs: int, precision: str) -> RunConfig:
+    d = load_run_config(CONFIG).to_dict()
+    d["model"]["d_model"] = width
+    d["train"].update(epochs=epochs, precision=precision, patience=epochs + 1, eval_every=epochs + 1,
+                      max_minutes=0.0)
+    return RunConfig.from_dict(d)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = ["| when | cpu | width | precision | ceiling GFLOP/s | s/epoch | achieved GFLOP/s | "
+           "x FLOP floor per epoch | x FLOP floor (median) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        eps = r["epochs"]
+        out.append(
+            f"| {r['when']} | {r['cpu'] or '?'} | {r['width']} | {r['precision']} | "
+            f"{r['ceiling_gflops']:.0f} | "
+            f"{min(e['seconds'] for e in eps):.1f}-{max(e['seconds'] for e in eps):.1f} | "
+            f"{statistics.median(e['gflops'] for e in eps):.0f} | "
+            f"{', '.join(format(e['ratio'], '.2f') for e in eps)} | **{r['median_ratio']:.2f}** |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--widths", default="64,256", help="d_model values, comma-separated")
+    ap.add_argument("--runs", default="3,1", help="runs per width (one value, or one per width)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 or auto")
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs")
+    args = ap.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
+    runs = [int(n) for n in args.runs.split(",")]
+    if len(runs) == 1:
+        runs = runs * len(widths)
+    if len(runs) != len(widths):
+        ap.error(f"--runs gives {len(runs)} counts for {len(widths)} widths")
+    path = RESULTS / "floor.json"
+    rows: list[dict[str, Any]] = [] if args.fresh or not path.exists() else json.loads(path.read_text())
+    prepared = prepare(run_config(widths[0], args.epochs, args.precision), args.data_dir or default_data_dir())
+    split = prepared.split
+    for width, n_runs in zip(widths, runs):
+        for _ in range(n_runs):
+            cfg = run_config(width, args.epochs, args.precision)
+            model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed)
+            res = train(model, split, cfg.train, cfg.eval, progress=False,
+                        validate=lambda m: {"NDCG@10": 0.0})  # nothing evaluated: training timed alone
+            eps = [{"seconds": h["train_seconds"], "flops": h["flops"], "floor_seconds": h["floor_seconds"],
+                    "gflops": h["gflops_per_second"], "ratio": h["train_seconds"] / h["floor_seconds"]}
+                   for h in res.history]
+            row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(), "machine": machine(),
+                   "width": width, "precision": args.precision, "ceiling_gflops": res.matmul_gflops,
+                   "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}
+            rows.append(row)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(rows, indent=2))
+            atomic_write_text(RESULTS / "floor.md", table(rows) + "\n")
+            print(table([row]).splitlines()[-1], flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
