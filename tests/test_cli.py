@@ -38,6 +38,25 @@ def test_train_writes_a_complete_artifact(artifact):
     assert not (artifact.parent / "sasrec.checkpoints").exists()  # removed after success
 
 
+def test_every_epoch_reports_its_flops_against_the_measured_matmul_rate(artifact, capsys):
+    from seqrec.cli.train import _epoch_line
+
+    hist = json.loads((artifact / "history.json").read_text())
+    ceiling = json.loads((artifact / "metrics.json").read_text())["matmul_gflops"]
+    for h in hist:
+        assert h["flops"] > 0 and h["matmul_gflops"] == ceiling > 0
+        assert h["floor_seconds"] == pytest.approx(h["flops"] / (ceiling * 1e9))
+        assert h["gflops_per_second"] == pytest.approx(h["flops"] / h["train_seconds"] / 1e9)
+    capsys.readouterr()
+    _epoch_line(hist[0])  # the line `seqrec train` prints after each epoch
+    err = capsys.readouterr().err
+    ratio = hist[0]["train_seconds"] / hist[0]["floor_seconds"]
+    assert (f"{hist[0]['gflops_per_second']:.1f} GFLOP/s of a measured {ceiling:.0f}: "
+            f"{ratio:.2f}x the FLOP floor") in err
+    _epoch_line({"epoch": 1, "train_seconds": 0.1, "valid": {"NDCG@10": 0.1}})  # counts: no FLOPs
+    assert "GFLOP" not in capsys.readouterr().err
+
+
 def test_evaluate_json_reproduces_training_metrics(artifact, capsys):
     out = run_json(capsys, ["evaluate", str(artifact), "--split", "test", "--json"])
     stored = json.loads((artifact / "metrics.json").read_text())["test"]

@@ -191,6 +191,7 @@ def run(
         "best_epoch": result.best_epoch,
         "stop_reason": result.stop_reason,
         "train_seconds": result.seconds,
+        "matmul_gflops": result.matmul_gflops,  # 0 for models with nothing to train
         "protocol": {**test.protocol, "split": split.protocol, "select_metric":
                      f"validation {cfg.train.select_metric}"},
     }
