@@ -116,6 +116,26 @@ def test_cosine_scoring_starts_item_rows_small_unless_the_config_says(name):
     assert abs(row_std(temperature=0.05, fusion={"init_std": 0.1}) - 0.1) < 0.01
 
 
+def test_sasrec_init_std_draws_linear_layers_and_positions_as_recbole():
+    """``model.init_std`` (RecBole's 0.02): every linear weight of the blocks and the positions
+    at that std, biases zero; unset, PyTorch's defaults (uniform, bound d^-0.5) and positions at
+    d^-0.5; item rows stay with ``fusion.init_std``."""
+    set_ = build_model({"name": "sasrec", "d_model": 64, "init_std": 0.02}, 2000, 0)
+    default = build_model({"name": "sasrec", "d_model": 64}, 2000, 0)
+    for m in (set_, default):
+        linears = [x for x in m.blocks.modules() if isinstance(x, torch.nn.Linear)]
+        assert len(linears) == 4 * 2  # qkv, proj and two feed-forward layers per block
+        qkv = linears[0]
+        if m is set_:
+            assert abs(qkv.weight.std().item() - 0.02) < 0.002
+            assert all(bool((x.bias == 0).all()) for x in linears)
+            assert abs(m.pos_emb.weight.std().item() - 0.02) < 0.004
+        else:
+            assert abs(qkv.weight.std().item() - 64**-0.5 / 3**0.5) < 0.005  # uniform(-b, b)
+            assert abs(m.pos_emb.weight.std().item() - 64**-0.5) < 0.02
+        assert abs(m.items.id_emb.weight[1:].std().item() - 64**-0.5) < 0.01
+
+
 def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
     """Ranking reads one state per user: SASRec, BERT4Rec and HSTU skip the final block's other
     positions, with the same result as encoding every position and taking the last."""

@@ -49,6 +49,10 @@ class SASRecConfig(ModelConfig):
     Transformer and SASRec.pytorch); ``False`` adds them unscaled (RecBole)."""
     emb_norm: bool = False
     """Layer-normalise the summed item and position embeddings before the first block (RecBole)."""
+    init_std: float | None = None
+    """Draw the blocks' linear weights and the position embeddings from N(0, init_std), biases at
+    zero (RecBole: 0.02); ``None``: PyTorch's linear defaults, positions at std d^-0.5. Item rows
+    follow ``[model.fusion] init_std``."""
 
 
 class Block(nn.Module):
@@ -137,7 +141,12 @@ class SASRec(SequenceModel):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.ln_f = nn.LayerNorm(config.d_model) if config.norm == "pre" else nn.Identity()
         self.ln_emb = nn.LayerNorm(config.d_model) if config.emb_norm else nn.Identity()
-        nn.init.normal_(self.pos_emb.weight, std=config.d_model**-0.5)
+        if config.init_std is not None:
+            for m in self.blocks.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=config.init_std)
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.pos_emb.weight, std=config.init_std or config.d_model**-0.5)
 
     def encode_states(self, seq: Tensor, last: bool = False) -> Tensor:
         """``[B, L] -> [B, L, D]``: the transformer's output states (``[B, 1, D]``, the last
