@@ -146,7 +146,8 @@ class SASRec(SequenceModel):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=config.init_std)
                     nn.init.zeros_(m.bias)
-        nn.init.normal_(self.pos_emb.weight, std=config.init_std or config.d_model**-0.5)
+        pos_std = config.d_model**-0.5 if config.init_std is None else config.init_std
+        nn.init.normal_(self.pos_emb.weight, std=pos_std)
 
     def encode_states(self, seq: Tensor, last: bool = False) -> Tensor:
         """``[B, L] -> [B, L, D]``: the transformer's output states (``[B, 1, D]``, the last
