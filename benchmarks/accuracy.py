@@ -39,6 +39,7 @@ from seqrec.data.datasets import default_data_dir
 from seqrec.fsutil import atomic_write_text
 from seqrec.models import model_config
 from seqrec.pipeline import prepare, run
+from seqrec.train.speed import processor_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -129,7 +130,7 @@ def config_for(dataset: str, model: str, max_minutes: float, refit: bool = False
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "cpu": processor_name(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

@@ -31,21 +31,11 @@ from seqrec.fsutil import atomic_write_text
 from seqrec.models import build_model
 from seqrec.pipeline import prepare
 from seqrec.train.loop import train
+from seqrec.train.speed import processor_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "sasrec-beauty.toml"
-
-
-def cpu_model() -> str:
-    """The processor's name as the kernel reports it (the ceiling differs from host to host)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def run_config(width: int, epochs: int, precision: str) -> RunConfig:
@@ -99,7 +89,7 @@ def main() -> None:
             eps = [{"seconds": h["train_seconds"], "flops": h["flops"], "floor_seconds": h["floor_seconds"],
                     "gflops": h["gflops_per_second"], "ratio": h["train_seconds"] / h["floor_seconds"]}
                    for h in res.history]
-            row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(), "machine": machine(),
+            row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": processor_name(), "machine": machine(),
                    "width": width, "precision": args.precision, "ceiling_gflops": res.matmul_gflops,
                    "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}
             rows.append(row)

@@ -64,6 +64,7 @@ from seqrec.fsutil import atomic_write_text
 from seqrec.models.base import SequenceModel
 from seqrec.pipeline import Prepared, prepare, run
 from seqrec.train.loop import resolve_device
+from seqrec.train.speed import processor_name
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -558,7 +559,7 @@ def notes(result: dict[str, Any]) -> list[str]:
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "platform": platform.platform(), "processor": processor_name(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 

@@ -8,7 +8,7 @@ from seqrec.data.preprocess import sequences_from_lists
 from seqrec.data.split import leave_one_out
 from seqrec.evaluate.protocol import evaluate
 from seqrec.models import build_model
-from seqrec.nn import Dropout
+from seqrec.nn import Dropout, dropout_attention
 from seqrec.train.loop import train
 
 from conftest import cyclic_histories
@@ -49,6 +49,35 @@ def test_sasrec_ff_dropout_sets_only_the_inner_feed_forward_rate():
     assert all(blk.drop.p == 0.5 and blk.attn_p == 0.5 for blk in m.blocks)
     default = build_model({"name": "sasrec", "dropout": 0.5}, 10, 0)  # None: the same as dropout
     assert inner_rates(default) == [0.5, 0.5]
+
+
+def test_dropout_attention_is_sdpa_with_dropout_on_the_weights():
+    """The CPU training path of SASRec's attention: without dropout it is SDPA to rounding; with
+    dropout each weight is kept with probability 1 - p and scaled by 1 / (1 - p), so the
+    expectation is SDPA's output, padding keys are never read, and training stays causal."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 6, 8) for _ in range(3))
+    real = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1], [0] * 5 + [1]]).bool()
+    causal, eye = torch.ones(6, 6, dtype=torch.bool).tril(), torch.eye(6, dtype=torch.bool)
+    allowed = ((causal & real[:, None, :]) | eye)[:, None]
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(dropout_attention(q, k, v, allowed, 0.0), exact)
+    draws = torch.stack([dropout_attention(q, k, v, allowed, 0.5) for _ in range(3000)])
+    stderr = draws.std(0) / 3000**0.5 + 1e-6  # each entry's standard error of the mean
+    assert ((draws.mean(0) - exact).abs() / stderr).max() < 5  # 288 entries: about 3.5 expected
+    v2 = v.clone()
+    v2[1, :, :2] = 100.0  # the padding keys' values: never read
+    torch.manual_seed(1)
+    a = dropout_attention(q, k, v, allowed, 0.5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropout_attention(q, k, v2, allowed, 0.5)[1, :, 2:], a[1, :, 2:])
+
+    m = build_model({"name": "sasrec", "dropout": 0.5, "n_heads": 2}, 10, 0).train()
+    x, y = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 2, 3, 9]])
+    torch.manual_seed(2)
+    a = m.encode(x)
+    torch.manual_seed(2)
+    torch.testing.assert_close(m.encode(y)[0, :3], a[0, :3])  # causal with dropout drawn
 
 
 def test_hstu_reads_time_gaps():

@@ -137,3 +137,16 @@ def test_bf16_training_runs_and_learns(loss):
     assert all(math.isfinite(v) for v in losses[1])
     assert losses[1][-1] < losses[1][0]  # it learns
     assert losses[1][-1] == pytest.approx(losses[0][-1], rel=0.1)
+
+
+def test_processor_name_reads_the_kernels_model_name(monkeypatch, tmp_path):
+    """Benchmarks record the CPU's model name beside its measured ceiling; without /proc/cpuinfo
+    the architecture stands in."""
+    assert speed.processor_name()
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000 @ 3.0GHz\nflags\t: avx2\n")
+    real_path = speed.Path
+    monkeypatch.setattr(speed, "Path", lambda p: real_path(info) if p == "/proc/cpuinfo" else real_path(p))
+    assert speed.processor_name() == "Test CPU 9000 @ 3.0GHz"
+    monkeypatch.setattr(speed, "Path", lambda p: real_path(tmp_path / "missing"))
+    assert speed.processor_name() in {speed.platform.processor(), speed.platform.machine()}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from seqrec.models.base import (
     Dropout, ModelConfig, SequenceModel, cosine_init_std, cosine_query, cosine_table,
 )
+from seqrec.nn import dropout_attention
 
 
 @dataclass
@@ -86,9 +87,11 @@ class Block(nn.Module):
         Lq = q.shape[1]
         q = q.view(B, Lq, self.n_heads, D // self.n_heads).transpose(1, 2)
         k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (k, v))
-        a = F.scaled_dot_product_attention(  # [B, H, Lq, D/H]
-            q, k, v, attn_mask=allowed, dropout_p=self.attn_p if self.training else 0.0
-        )
+        if self.training and self.attn_p > 0.0 and x.device.type == "cpu":
+            a = dropout_attention(q, k, v, allowed, self.attn_p)  # [B, H, Lq, D/H]
+        else:  # fused kernels (CUDA's keep dropout fused)
+            a = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=self.attn_p if self.training else 0.0)
         return self.proj(a.transpose(1, 2).reshape(B, Lq, D))  # [B, Lq, D]
 
     def forward(self, x: Tensor, allowed: Tensor, last: bool = False) -> Tensor:

@@ -4,10 +4,12 @@ FLOP accounting against the machine's measured matrix-multiply rate."""
 from __future__ import annotations
 
 import contextlib
+import platform
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -46,6 +48,18 @@ def maybe_compile(model: nn.Module, enabled: bool) -> None:
     """Compile the model's ``encode`` in place (weights and state_dict keys stay as they are)."""
     if enabled:
         model.encode = torch.compile(model.encode, dynamic=True)  # type: ignore[method-assign]
+
+
+def processor_name() -> str:
+    """The processor's model name as the kernel reports it (``platform`` only says ``x86_64``):
+    the matrix-multiply ceiling below differs from one host of a cloud VM to the next."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048,
