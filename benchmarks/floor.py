@@ -31,7 +31,6 @@ from seqrec.fsutil import atomic_write_text
 from seqrec.models import build_model
 from seqrec.pipeline import prepare
 from seqrec.train.loop import train
-from seqrec.train.speed import processor_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,7 +88,8 @@ def main() -> None:
             eps = [{"seconds": h["train_seconds"], "flops": h["flops"], "floor_seconds": h["floor_seconds"],
                     "gflops": h["gflops_per_second"], "ratio": h["train_seconds"] / h["floor_seconds"]}
                    for h in res.history]
-            row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": processor_name(), "machine": machine(),
+            host = machine()
+            row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": host["cpu"], "machine": host,
                    "width": width, "precision": args.precision, "ceiling_gflops": res.matmul_gflops,
                    "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}
             rows.append(row)
