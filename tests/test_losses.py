@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seqrec.losses import _ChunkedSoftmaxCE, full_softmax_ce, softmax_ce_reference
+from seqrec.losses import _ChunkedSoftmaxCE, _chunk_size, full_softmax_ce, softmax_ce_reference
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -283,3 +283,14 @@ def test_bf16_autocast_matches_reference(with_bias, scale):
     for a, r in zip(grads, grads_ref):
         assert (a - r).norm() <= tol * r.norm()
     assert grads[1][0].abs().sum() == 0
+
+
+def test_chunks_are_cache_sized_on_cpu_and_whole_catalogs_on_cuda():
+    """A CPU keeps each [P, C] block near 2 MiB; a GPU, with no such cache and a launch per
+    product, takes ML-1M's catalog in one block (64 x 200 positions x 3,706 items)."""
+    P, n = 64 * 200, 3707
+    assert _chunk_size(P, n) == 256 and _chunk_size(P, n, torch.device("cpu")) == 256
+    assert _chunk_size(P, n, torch.device("cuda")) == n
+    assert _chunk_size(750, 12102) * 750 * 4 <= 2 * 2**20 + 256 * 750 * 4
+    assert _chunk_size(2**17, 10**6, torch.device("cuda")) == 1024  # 2^27 entries a block
+    assert _chunk_size(10**6, 10**6, torch.device("cuda")) == 256  # never fewer items than this

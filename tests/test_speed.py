@@ -150,3 +150,26 @@ def test_processor_name_reads_the_kernels_model_name(monkeypatch, tmp_path):
     assert speed.processor_name() == "Test CPU 9000 @ 3.0GHz"
     monkeypatch.setattr(speed, "Path", lambda p: real_path(tmp_path / "missing"))
     assert speed.processor_name() in {speed.platform.processor(), speed.platform.machine()}
+
+
+def test_device_name_names_the_card_on_cuda_and_the_processor_elsewhere(monkeypatch):
+    """metrics.json records what the ceiling was measured on: a GPU run names the card."""
+    assert speed.device_name(torch.device("cpu")) == speed.processor_name()
+    monkeypatch.setattr(speed.torch.cuda, "get_device_name", lambda device=None: "Test GPU 80GB")
+    assert speed.device_name(torch.device("cuda")) == "Test GPU 80GB"
+
+
+def test_matmul_rate_times_large_products_on_cuda(monkeypatch):
+    """A 2,048 product on a GPU times its launch more than its rate: CUDA devices time 8,192
+    unless told otherwise (the sizes the timer is asked for, recorded without a GPU)."""
+    asked = []
+
+    def fake(n, device, dtype, repeats=4):
+        asked.append(n)
+        return 2 * n**3 / 1e14  # a 100 TFLOP/s device
+    monkeypatch.setattr(speed, "_best_product_seconds", fake)
+    rate = speed.measure_matmul_rate(torch.device("cuda"))
+    assert asked == [256, 8192] and rate == pytest.approx(1e5)
+    asked.clear()
+    speed.measure_matmul_rate(torch.device("cpu"))
+    assert asked == [256, 2048]

@@ -28,7 +28,7 @@ from seqrec.models import build_model, model_config
 from seqrec.models.base import SequenceModel
 from seqrec.train.calibrate import calibrate_cold_items
 from seqrec.train.loop import TrainResult, resolve_device, selection_eval_config, train
-from seqrec.train.speed import processor_name
+from seqrec.train.speed import device_name
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def run(
         "stop_reason": result.stop_reason,
         "train_seconds": result.seconds,
         "matmul_gflops": result.matmul_gflops,  # 0 for models with nothing to train
-        "processor": processor_name(),  # the ceiling differs from one host to the next
+        "processor": device_name(device),  # the ceiling differs from one host (or card) to the next
         "protocol": {**test.protocol, "split": split.protocol, "select_metric":
                      f"validation {cfg.train.select_metric}"},
     }

@@ -62,16 +62,27 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int = 2048,
+def device_name(device: torch.device) -> str:
+    """What a run's ceiling was measured on: the card's name on CUDA, else :func:`processor_name`."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return processor_name()
+
+
+def measure_matmul_rate(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None,
                         max_product_s: float = 0.25) -> float:
     """Best-of-4 GFLOP/s of an ``n x n`` matrix product on ``device`` (into one output allocated
     beforehand, so no page fault is timed): the ceiling FLOPs are compared with.
+
+    ``n`` defaults to 2,048 on a CPU and 8,192 on CUDA, where a 2,048 product lasts tens of
+    microseconds and times the launch and the synchronisation more than the card's rate.
 
     A ``256 x 256`` product first estimates the rate; where an ``n x n`` one would take over a
     second, the size shrinks to one that takes about ``max_product_s``. bf16 on a CPU without bf16
     units ran at 0.9-1.4 GFLOP/s (a 2-core AVX2 EPYC): there the five products of 2,048 (one
     untimed) took one to one and a half minutes at the start of every run."""
     dtype = dtype or torch.float32
+    n = n or (8192 if device.type == "cuda" else 2048)
     probe = _best_product_seconds(256, device, dtype, repeats=2)
     rate = 2 * 256**3 / probe
     if 2 * n**3 / rate > 1.0:
