@@ -11,10 +11,12 @@ Same data, same split, same machine, same full-ranking protocol. For each datase
    "as shipped" (autograd anomaly detection on, as importing RecBole's models leaves it) and/or with
    anomaly detection switched off;
 3. trains seqrec's model with ``seqrec.pipeline.run``, selecting on *unmasked* validation NDCG@10
-   (RecBole's protocol: items already in the history stay in the ranking), and evaluates its test
+   (RecBole's protocol: items already in the history stay in the ranking; ``--seqrec-select
+   masked`` for seqrec's own), scores every validation the other way too, and evaluates its test
    split both unmasked and masked (seqrec's default);
 4. prints per dataset NDCG@10, HR@10, seconds per epoch and the wall time to reach RecBole's best
-   validation NDCG@10, with the ratios, and writes ``peer_recbole_<dataset>.json`` and
+   validation NDCG@10, unmasked (RecBole's selection) and masked (the driver scores RecBole's
+   every validation masked too), with the ratios, and writes ``peer_recbole_<dataset>.json`` and
    ``peer_recbole.md`` into ``--results-dir`` (``benchmarks/results``).
 
 RecBole is a benchmark dependency only: it lives in ``benchmarks/.venv-recbole`` and seqrec never
@@ -53,7 +55,7 @@ import torch
 
 from seqrec.cli.quickstart import quickstart_config
 from seqrec.cli.train import apply_overrides
-from seqrec.config import DataConfig, EvalConfig, RunConfig
+from seqrec.config import DataConfig, EvalConfig, RunConfig, load_run_config
 from seqrec.data.batching import scored_pairs, training_windows
 from seqrec.data.datasets import default_data_dir
 from seqrec.data.preprocess import Sequences
@@ -165,17 +167,21 @@ def ensure_venv(venv: Path, skip_install: bool) -> Path:
 # the data: seqrec's split, written as RecBole atomic files
 
 
-def seqrec_config(dataset: str, max_minutes: float, sets: list[str]) -> RunConfig:
+def seqrec_config(dataset: str, max_minutes: float, sets: list[str], select: str = "unmasked",
+                  base_file: Path | None = None) -> RunConfig:
     """seqrec's SASRec as the quickstart trains it (d 64, 2 blocks, library defaults, max_len 50),
-    selecting on *unmasked* validation NDCG@10 (RecBole's protocol) and testing the selected
-    model itself (no refit: RecBole trains on the training part only), then ``--seqrec-set``."""
-    base = quickstart_config(fast=False)
+    or the model and training settings of ``base_file`` (a frozen config), selecting on *unmasked*
+    validation NDCG@10 (RecBole's protocol; ``select="masked"``: seqrec's own) and testing the
+    selected model itself (no refit: RecBole trains on the training part only), then
+    ``--seqrec-set``."""
+    base = quickstart_config(fast=False) if base_file is None else load_run_config(base_file)
     cfg = dataclasses.replace(
         base,
         data=DataConfig(name=dataset, split="leave-one-out"),
-        model={"name": "sasrec", "d_model": 64, "n_blocks": 2, "max_len": 50},
+        model=(dict(base.model) if base_file is not None
+               else {"name": "sasrec", "d_model": 64, "n_blocks": 2, "max_len": 50}),
         train=dataclasses.replace(base.train, max_minutes=max_minutes, refit=False),
-        eval=EvalConfig(mask_seen=False),
+        eval=EvalConfig(mask_seen=select == "masked"),
     )
     raw = cfg.to_dict()
     for item in sets:
@@ -342,15 +348,18 @@ def capture_model(box: list[SequenceModel]) -> Iterator[None]:
 
 
 def run_seqrec(cfg: RunConfig, prepared: Prepared) -> dict[str, Any]:
-    """Train with ``seqrec.pipeline.run`` (selection on unmasked validation NDCG@10), timing every
-    epoch from model construction; score each epoch's validation masked too (its time is excluded
-    from the wall clock) and the final model's test split both ways."""
+    """Train with ``seqrec.pipeline.run`` (selection on validation NDCG@10, unmasked unless
+    ``cfg.eval.mask_seen``), timing every epoch from model construction; score each epoch's
+    validation the other way too (its time is excluded from the wall clock) and the final
+    model's test split both ways."""
     split = prepared.split
     masked = dataclasses.replace(cfg.eval, mask_seen=True)
     unmasked = dataclasses.replace(cfg.eval, mask_seen=False)
+    sel_key, other_key, other = (("valid_masked", "valid_unmasked", unmasked) if cfg.eval.mask_seen
+                                 else ("valid_unmasked", "valid_masked", masked))
     box: list[SequenceModel] = []
     epochs: list[dict[str, Any]] = []
-    extra = [0.0]  # seconds spent in the masked validation passes, taken off the wall clock
+    extra = [0.0]  # seconds spent in the other protocol's validation passes, off the wall clock
     t0 = time.perf_counter()
 
     def on_epoch(rec: dict[str, Any]) -> None:
@@ -358,16 +367,16 @@ def run_seqrec(cfg: RunConfig, prepared: Prepared) -> dict[str, Any]:
         valid = rec.get("valid") or {}
         row = {"epoch": rec["epoch"], "loss": rec.get("loss"), "train_s": rec.get("train_seconds"),
                "valid_s": rec.get("eval_seconds"), "wall_s": wall,
-               "valid_unmasked": {k: valid[k] for k in ("NDCG@10", "HR@10", "MRR@10") if k in valid}}
+               sel_key: {k: valid[k] for k in ("NDCG@10", "HR@10", "MRR@10") if k in valid}}
         if box and valid:
             t = time.perf_counter()
-            m = evaluate(box[-1], split, "valid", masked, device=resolve_device(cfg.train.device)).metrics
+            m = evaluate(box[-1], split, "valid", other, device=resolve_device(cfg.train.device)).metrics
             box[-1].train()
             extra[0] += time.perf_counter() - t
-            row["valid_masked"] = {k: m[k] for k in ("NDCG@10", "HR@10", "MRR@10")}
+            row[other_key] = {k: m[k] for k in ("NDCG@10", "HR@10", "MRR@10")}
         epochs.append(row)
         print(f"[seqrec {prepared.name}] epoch {row['epoch']} trained in {row['train_s']:.1f} s, valid "
-              f"NDCG@10 {row['valid_unmasked'].get('NDCG@10', float('nan')):.4f} unmasked / "
+              f"NDCG@10 {row.get('valid_unmasked', {}).get('NDCG@10', float('nan')):.4f} unmasked / "
               f"{row.get('valid_masked', {}).get('NDCG@10', float('nan')):.4f} masked at "
               f"{wall:.1f} s", flush=True)
 
@@ -382,9 +391,10 @@ def run_seqrec(cfg: RunConfig, prepared: Prepared) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "n_params": int(sum(p.numel() for p in res.model.parameters())),
         "epochs": epochs, "epochs_run": len(epochs), "best_epoch": res.train.best_epoch,
-        "best_valid_ndcg10": best["valid_unmasked"]["NDCG@10"] if best else None,
+        "best_valid_ndcg10": best.get("valid_unmasked", {}).get("NDCG@10") if best else None,
+        "best_valid_masked_ndcg10": best.get("valid_masked", {}).get("NDCG@10") if best else None,
         "stop_reason": res.train.stop_reason, "total_wall_s": total,
-        "masked_valid_s_excluded": extra[0],
+        "other_valid_s_excluded": extra[0],
         "selection": f"validation {cfg.train.select_metric}, mask_seen={cfg.eval.mask_seen}",
         "test_unmasked": test_unmasked.metrics, "test_masked": test_masked.metrics,
         "test_protocol_unmasked": test_unmasked.protocol, "test_protocol_masked": test_masked.protocol,
@@ -402,10 +412,12 @@ def reached(value: float, target: float) -> bool:
     return round(value, 4) >= target
 
 
-def time_to(epochs: list[dict[str, Any]], target: float) -> tuple[float | None, int | None]:
-    """Wall seconds (and epoch) at which seqrec's unmasked validation NDCG@10 first reaches ``target``."""
+def time_to(epochs: list[dict[str, Any]], target: float, key: str = "valid_unmasked"
+            ) -> tuple[float | None, int | None]:
+    """Wall seconds (and epoch) at which seqrec's validation NDCG@10 (``key``: unmasked or masked)
+    first reaches ``target``."""
     for e in epochs:
-        v = e["valid_unmasked"].get("NDCG@10")
+        v = e.get(key, {}).get("NDCG@10")
         if v is not None and reached(v, target):
             return e["wall_s"], e["epoch"]
     return None, None
@@ -425,6 +437,18 @@ def compare(recbole: dict[str, dict[str, Any]], seqrec: dict[str, Any] | None) -
             higher = seqrec["test_unmasked"]["NDCG@10"] > r["test"]["ndcg@10"]
             row.update(seqrec_s=sq_t, seqrec_epoch=sq_ep, ratio=ratio, seqrec_test_higher=higher,
                        target_met=bool(ratio is not None and ratio >= 10 and higher))
+        # the same with history items masked on both sides: RecBole's best masked validation (our
+        # recomputation per epoch) and the masked test of its selected checkpoint
+        m_target, m_rb_t = r.get("best_valid_masked_ndcg10"), r.get("best_masked_wall_s")
+        own = r.get("test_own", {}).get("masked", {})
+        if seqrec is not None and m_target is not None and own:
+            sq_t, sq_ep = time_to(seqrec["epochs"], m_target, "valid_masked")
+            ratio = m_rb_t / sq_t if sq_t and m_rb_t else None
+            higher = seqrec["test_masked"]["NDCG@10"] > own["ndcg@10"]
+            row["masked"] = {"target_valid_ndcg10": m_target, "recbole_s": m_rb_t,
+                             "recbole_epoch": r.get("best_masked_epoch"), "seqrec_s": sq_t,
+                             "seqrec_epoch": sq_ep, "ratio": ratio, "seqrec_test_higher": higher,
+                             "target_met": bool(ratio is not None and ratio >= 10 and higher)}
         out[mode] = row
     return out
 
@@ -485,9 +509,12 @@ def notes(result: dict[str, Any]) -> list[str]:
                    f"{v['users_seqrec']:,} users evaluated, {sp['n_train_sequences']['seqrec']:,} training "
                    f"(context, next item) pairs; RecBole's split is "
                    f"{'identical, target by target' if sp['identical'] else 'DIFFERENT (see JSON split_check)'}.")
+    masked_sel = bool(sq and sq["config"]["eval"].get("mask_seen"))
     out.append("- Test NDCG@10 / HR@10: RecBole's protocol, full ranking, items already in the history "
                "NOT masked (RecBole does not mask them for sequential models); seqrec selected its epoch on "
-               "the same unmasked validation NDCG@10. The masked column (seqrec's default: history items "
+               + ("its own masked validation NDCG@10 (`--seqrec-select masked`)" if masked_sel else
+                  "the same unmasked validation NDCG@10")
+               + ". The masked column (seqrec's default: history items "
                "removed, a target in the history is a miss) is seqrec's evaluator for seqrec and our own "
                "recomputation from the same checkpoint's scores for RecBole.")
     for mode, r in rec.items():
@@ -520,7 +547,7 @@ def notes(result: dict[str, Any]) -> list[str]:
                    "window as context). The fair figure is wall "
                    "time to a validation NDCG@10, counted from model construction to the end of the "
                    "validation pass that first reaches it (data preparation excluded on both sides; "
-                   "seqrec's extra masked validation passes excluded too).")
+                   "seqrec's extra validation passes in the protocol it does not select on excluded too).")
         out.append("- Total wall s: model construction to the end of the test pass, on each side.")
         out.append("- seqrec reaches RecBole's best when its validation NDCG@10, rounded to 4 decimals as "
                    "RecBole rounds its own, is at least as high.")
@@ -531,6 +558,18 @@ def notes(result: dict[str, Any]) -> list[str]:
                            f"{'MET' if c['target_met'] else 'NOT MET'} (time ratio "
                            f"{'not reached' if c.get('ratio') is None else format(c['ratio'], '.1f') + 'x'}, "
                            f"seqrec test NDCG@10 higher: {'yes' if c['seqrec_test_higher'] else 'no'}).")
+            if "masked" in c:
+                m = c["masked"]
+                when = ("not reached" if m["seqrec_s"] is None
+                        else f"at {m['seqrec_s']:.1f} s (epoch {m['seqrec_epoch']})")
+                out.append(f"- The same with history items masked on both sides vs {MODES[mode]}: its best "
+                           f"masked validation NDCG@10 {m['target_valid_ndcg10']:.4f} at "
+                           f"{_f(m['recbole_s'], '.1f')} s (epoch {m['recbole_epoch']}; our "
+                           f"recomputation each epoch, its seconds off the clock); seqrec {when}; "
+                           f"{'MET' if m['target_met'] else 'NOT MET'} (time ratio "
+                           f"{'not reached' if m['ratio'] is None else format(m['ratio'], '.1f') + 'x'}, "
+                           f"seqrec masked test NDCG@10 higher than RecBole's selected checkpoint's: "
+                           f"{'yes' if m['seqrec_test_higher'] else 'no'}).")
     if sq is not None:
         name = sq["config"]["model"].get("name", "sasrec")
         if name != "sasrec":
@@ -596,6 +635,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "passes it and the best checkpoint so far is tested (0 = none)")
     ap.add_argument("--seqrec-max-minutes", type=float, default=30.0,
                     help="wall-time cap for seqrec's training (early stopping usually ends it sooner)")
+    ap.add_argument("--seqrec-select", choices=["unmasked", "masked"], default="unmasked",
+                    help="the validation seqrec selects its epoch on: RecBole's protocol (unmasked, "
+                         "the default) or seqrec's own (history items masked)")
+    ap.add_argument("--seqrec-config", type=Path, default=None,
+                    help="take seqrec's model and training settings from this TOML (e.g. a frozen "
+                         "config) instead of the quickstart's; data, split, refit and the cap stay "
+                         "the comparison's")
     ap.add_argument("--seqrec-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override seqrec's settings, e.g. --seqrec-set train.lr=0.001 (repeatable)")
     ap.add_argument("--recbole-set", action="append", default=[], metavar="KEY=VALUE",
@@ -626,7 +672,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: Path) -> dict[str, Any]:
     """Everything for one dataset; the JSON is rewritten after each stage."""
-    cfg = seqrec_config(dataset, args.seqrec_max_minutes, args.seqrec_set)
+    cfg = seqrec_config(dataset, args.seqrec_max_minutes, args.seqrec_set, args.seqrec_select,
+                        args.seqrec_config)
     prepared = prepare(cfg, data_dir)
     seqs = prepared.split.seqs
     name = RECBOLE_NAMES[dataset]
@@ -656,7 +703,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, python: Path, data_dir: 
         return result
     if not args.skip_seqrec:
         print(f"[seqrec {dataset}] training {cfg.model.get('name')} (cap "
-              f"{args.seqrec_max_minutes:g} min), selecting on unmasked validation NDCG@10", flush=True)
+              f"{args.seqrec_max_minutes:g} min), selecting on {args.seqrec_select} validation "
+              "NDCG@10", flush=True)
         result["seqrec"] = run_seqrec(cfg, prepared)
     result["comparison"] = compare(result["recbole"], result["seqrec"])
     save(result, args.results_dir)
