@@ -399,7 +399,8 @@ def runs(names: list[str], device: str, deadline: float, jobs: int) -> list[dict
 
 def markdown(res: dict[str, Any]) -> str:
     env = res.get("env", {})
-    lines = [f"# seqrec on {env.get('name', '?')}", "",
+    errors = [f"{k}: `{res[k].strip().splitlines()[-1]}`" for k in ("env_error", "parity_error") if k in res]
+    lines = [f"# seqrec on {env.get('name', '?')}", "", *([f"- {e}" for e in errors] + [""] if errors else []),
              f"Written by `benchmarks/gpu.py` on {env.get('when', '?')}: torch {env.get('torch')}, "
              f"CUDA {env.get('cuda', '-')}, {env.get('memory_gib', '-')} GiB, {env.get('cpus')} CPUs; "
              f"matrix-multiply rate {env.get('matmul_gflops_fp32', 0):,.0f} GFLOP/s fp32"
@@ -477,19 +478,28 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}")
     stages = [s.strip() for s in args.stages.split(",")]
     res: dict[str, Any] = {"argv": sys.argv[1:], "budget_minutes": args.budget_minutes}
+    # a stage that breaks is recorded and the next one still runs: device minutes are scarce
     if "env" in stages:
-        res["env"] = environment(device)
-        say(f"{res['env']['name']}: {res['env']['matmul_gflops_fp32']:,.0f} GFLOP/s fp32")
+        try:
+            res["env"] = environment(device)
+            say(f"{res['env']['name']}: {res['env']['matmul_gflops_fp32']:,.0f} GFLOP/s fp32")
+        except Exception as e:  # noqa: BLE001
+            res["env_error"] = traceback.format_exc(limit=6)
+            say(f"env FAILED: {type(e).__name__}: {e}")
         save(res, args.out)
     if "parity" in stages:
-        res["parity"] = parity(device, data_dir)
+        try:
+            res["parity"] = parity(device, data_dir)
+        except Exception as e:  # noqa: BLE001
+            res["parity_error"] = traceback.format_exc(limit=6)
+            say(f"parity FAILED: {type(e).__name__}: {e}")
         save(res, args.out)
     if "runs" in stages:
         res["runs"] = runs(names, args.device, deadline, args.jobs)
         save(res, args.out)
     print(markdown(res))
     failed = [n for n, r in res.get("parity", {}).items() if not r["ok"]]
-    return 1 if failed else 0
+    return 1 if failed or "env_error" in res or "parity_error" in res else 0
 
 
 if __name__ == "__main__":
