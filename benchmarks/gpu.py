@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaling import SIZES
+import scaling
 
 from seqrec.config import EvalConfig, RunConfig
 from seqrec.data.batching import train_pairs, train_times
@@ -70,6 +70,14 @@ WHEELS = ["polars==1.31.0"]
 lacks for seqrec. polars 1.31 is one 35 MB wheel; 2.x splits into a 54 MB runtime, and the
 working tree that travels is limited to 64 MiB."""
 
+def scaling_sets(dataset: str, size: str) -> dict[str, Any]:
+    """A row of the scaling table (``scaling.settings``) as ``--set`` overrides of the model and
+    training sections; the cap is the budget's, set when the run starts."""
+    cfg = scaling.settings(dataset, size, 0.0)
+    return {f"{sec}.{k}": v for sec in ("model", "train") for k, v in cfg[sec].items()
+            if k not in ("name", "max_minutes")}
+
+
 LARGE = {"d_model": 256, "n_blocks": 8, "n_heads": 4, "d_ff": 1024, "max_len": 200}
 RUNS: dict[str, dict[str, Any]] = {
     # the best CPU config, to see the card reproduce it (and how much sooner)
@@ -90,16 +98,8 @@ RUNS: dict[str, dict[str, Any]] = {
                                      "model.n_heads": 4, "model.d_ff": 1024, "train.epochs": 200,
                                      "train.patience": 200, "train.lr": 1e-3}},
     # the scaling table's L rows (scaling.py), which 6 CPU minutes left near chance
-    "scaling-L-beauty": {"config": None, "dataset": "beauty",
-                         "set": {**{f"model.{k}": v for k, v in SIZES["L"].items()},
-                                 "model.dropout": 0.5, "train.batch_size": 256, "train.lr": 2e-3,
-                                 "train.epochs": 500, "train.patience": 5}},
-    "scaling-L-ml-1m": {"config": None, "dataset": "ml-1m",
-                        "set": {**{f"model.{k}": v for k, v in SIZES["L"].items()},
-                                "model.dropout": 0.2, "train.batch_size": 64, "train.lr": 1e-3,
-                                "train.loss": "sampled", "train.negatives": 1024,
-                                "train.sampler": "in-batch", "train.epochs": 500,
-                                "train.patience": 5}},
+    "scaling-L-beauty": {"config": None, "dataset": "beauty", "set": scaling_sets("beauty", "L")},
+    "scaling-L-ml-1m": {"config": None, "dataset": "ml-1m", "set": scaling_sets("ml-1m", "L")},
     # for checking the script itself on a CPU: two tiny runs of a few epochs
     "smoke-sasrec": {"config": "sasrec-ml-100k.toml", "set": {"train.epochs": 2, "model.max_len": 20},
                      "smoke": True},
@@ -196,13 +196,9 @@ def _worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[str,
 
 
 def _query_ce(model: Any, x: torch.Tensor, t: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the inference path (``query`` against the ranking table) at each row's
-    next item: deterministic for every model, BERT4Rec's appended mask token included."""
-    W, b = model.ranking_table()
-    s = model.query(x, t) @ W.T
-    if b is not None:
-        s = s + b
-    return torch.nn.functional.cross_entropy(s[:, 1:].float(), target - 1)
+    """Cross-entropy of the inference path (``scores``: the query against the ranking table) at
+    each row's next item: deterministic for every model, BERT4Rec's appended mask token included."""
+    return torch.nn.functional.cross_entropy(model.scores(x, t)[:, 1:].float(), target - 1)
 
 
 def _backward(model: Any, f: Any) -> tuple[float, dict[str, torch.Tensor]]:

@@ -38,6 +38,16 @@ DATA = {
 }
 
 
+def settings(dataset: str, size: str, max_minutes: float) -> dict[str, Any]:
+    """The run config (as a dict) of one row of the table: ``size`` on ``dataset``, capped."""
+    spec = DATA[dataset]
+    return {
+        "data": {"name": dataset},
+        "model": {"name": "sasrec", **SIZES[size], **spec["model"]},
+        "train": {"epochs": 500, "patience": 5, **spec["train"], "max_minutes": max_minutes},
+    }
+
+
 def n_params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -81,12 +91,7 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         prepared = None
         for size in args.sizes.split(","):
-            spec = DATA[dataset]
-            cfg = RunConfig.from_dict({
-                "data": {"name": dataset},
-                "model": {"name": "sasrec", **SIZES[size], **spec["model"]},
-                "train": {"epochs": 500, "patience": 5, **spec["train"], "max_minutes": args.max_minutes},
-            })
+            cfg = RunConfig.from_dict(settings(dataset, size, args.max_minutes))
             if prepared is None:
                 prepared = prepare(cfg, data_dir)
             t = time.perf_counter()
