@@ -86,6 +86,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "hstu-wide-ml-1m": {"config": "hstu-deep-ml-1m.toml",
                         "set": {"model.d_model": 128, "model.dropout": 0.3, "train.epochs": 100,
                                 "train.patience": 100}},
+    # the 8-block model with a SwiGLU feed-forward layer in every block (on the CPU it lifted the
+    # 2-block model's ML-1M validation by 0.006 in 15 epochs), 4 x d inner, trained longer
+    "hstu-deep-ffn-ml-1m": {"config": "hstu-deep-ml-1m.toml",
+                            "set": {"model.ffn": 256, "train.epochs": 100, "train.patience": 100}},
     "hstu-large-ml-1m": {"config": "hstu-deep-ml-1m.toml",
                          "set": {"model.d_model": 256, "model.n_heads": 4, "model.dropout": 0.3,
                                  "train.lr": 1e-3, "train.epochs": 100, "train.patience": 100}},
@@ -107,8 +111,8 @@ RUNS: dict[str, dict[str, Any]] = {
                    "smoke": True},
 }
 RUN_SETS = {
-    "all": ["hstu-deep-ml-1m", "hstu-wide-ml-1m", "hstu-large-ml-1m", "sasrec-large-ml-1m",
-            "scaling-L-beauty", "scaling-L-ml-1m"],
+    "all": ["hstu-deep-ml-1m", "hstu-deep-ffn-ml-1m", "hstu-wide-ml-1m", "hstu-large-ml-1m",
+            "sasrec-large-ml-1m", "scaling-L-beauty", "scaling-L-ml-1m"],
     "ml-1m": [k for k in RUNS if k.endswith("ml-1m") and not k.startswith("scaling")],
     "large": ["hstu-large-ml-1m", "sasrec-large-ml-1m", "bert4rec-large-ml-1m", "scaling-L-beauty",
               "scaling-L-ml-1m"],
@@ -455,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                          "its start included)")
     ap.add_argument("--stages", default="env,parity,runs")
     ap.add_argument("--runs", default="all", help=f"a set ({', '.join(RUN_SETS)}) or names, comma-separated")
-    ap.add_argument("--jobs", type=int, default=6, help="runs trained at once")
+    ap.add_argument("--jobs", type=int, default=7, help="runs trained at once")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu")
     args = ap.parse_args(argv)

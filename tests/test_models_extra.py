@@ -122,6 +122,23 @@ def test_hstu_trains_with_timestamps():
     assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.95
 
 
+def test_hstu_feed_forward_is_optional_and_learns():
+    """``ffn`` adds a SwiGLU feed-forward layer (own layer norm, residual) to every block; 0, the
+    default, is HSTU as published, with no extra parameters."""
+    plain = build_model({"name": "hstu", "d_model": 32}, 10, 0)
+    with_ff = build_model({"name": "hstu", "d_model": 32, "ffn": 48}, 10, 0)
+    extra = sum(p.numel() for p in with_ff.parameters()) - sum(p.numel() for p in plain.parameters())
+    per_block = 2 * 32 + (32 * 96 + 96) + (48 * 32 + 32)  # layer norm, value+gate in, out
+    assert extra == per_block * plain.config.n_blocks
+    assert not any("ff" in name for name, _ in plain.named_parameters())
+    split = leave_one_out(sequences_from_lists(cyclic_histories(n_users=200)))
+    model = build_model({"name": "hstu", "d_model": 32, "dropout": 0.1, "max_len": 20, "ffn": 64},
+                        split.seqs.n_items, 0)
+    cfg = TrainConfig(epochs=40, batch_size=64, lr=1e-2, patience=40, device="cpu", eval_every=10)
+    train(model, split, cfg, EvalConfig(ks=[1]), progress=False)
+    assert evaluate(model, split, "test", EvalConfig(ks=[1])).metrics["HR@1"] >= 0.95
+
+
 @pytest.mark.parametrize("name", ["sasrec", "hstu"])
 def test_cosine_scores_are_bounded_by_the_temperature(name):
     m = build_model({"name": name, "temperature": 0.1, "dropout": 0.0}, 20, 0).eval()
@@ -174,7 +191,8 @@ def test_query_computes_only_the_last_position_and_matches_the_full_encoder():
     times = torch.tensor([[0, 0, 0, 10, 500, 90_000], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 3]]) * (seq > 0)
     for spec in ({"name": "sasrec", "n_heads": 2}, {"name": "sasrec", "norm": "post", "n_blocks": 3},
                  {"name": "sasrec", "temperature": 0.1}, {"name": "bert4rec", "n_heads": 2},
-                 {"name": "hstu", "n_heads": 2}, {"name": "hstu", "temperature": 0.05}):
+                 {"name": "hstu", "n_heads": 2}, {"name": "hstu", "temperature": 0.05},
+                 {"name": "hstu", "ffn": 48}):
         m = build_model(spec, 10, 0).eval()
         for blk in m.blocks if spec["name"] == "hstu" else []:  # both biases start at zero
             torch.nn.init.normal_(blk.rel_pos.weight)

@@ -3,8 +3,9 @@
 Each block: ``U, V, Q, K = split(SiLU(f1(LN(x))))``; pointwise aggregated attention
 ``A = SiLU(Q K^T / sqrt(d) + rab) / max_len`` over causal, real keys (no softmax); output
 ``x + Dropout(f2(LN(A V) * U))``, the ``U`` gate. ``rab`` is a learned relative-position bias per
-head and, when timestamps exist, a learned bias on log-bucketed time gaps. States are scored
-against the item embedding table, as in SASRec. Positions count from the end.
+head and, when timestamps exist, a learned bias on log-bucketed time gaps. Optionally (``ffn``) a
+SwiGLU feed-forward layer follows in each block, as FuXi-alpha (Ye et al., 2025) adds to HSTU.
+States are scored against the item embedding table, as in SASRec. Positions count from the end.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class HSTUConfig(ModelConfig):
     temperature: float | None = None
     """Score by cosine similarity divided by this temperature (``None``: plain dot product), as
     the published HSTU runs do (unit user and item vectors, temperature 0.05)."""
+    ffn: int = 0
+    """Inner size of a SwiGLU feed-forward layer after each block's attention, with its own
+    layer norm and residual (as FuXi-alpha adds to HSTU); ``0``: none, as in HSTU."""
 
 
 class _BucketBias(torch.autograd.Function):
@@ -87,6 +91,11 @@ class HSTUBlock(nn.Module):
         nn.init.zeros_(self.rel_pos.weight)
         nn.init.zeros_(self.rel_time.weight)
         self.drop = Dropout(cfg.dropout)
+        if cfg.ffn:
+            self.ln_ff = nn.LayerNorm(d)
+            self.ff_in = nn.Linear(d, 2 * cfg.ffn)  # value and gate
+            self.ff_out = nn.Linear(cfg.ffn, d)
+        self.ffn = cfg.ffn
 
     def forward(self, x: Tensor, allowed: Tensor, dist: Tensor, tb: Tensor | None,
                 last: bool = False) -> Tensor:
@@ -110,7 +119,11 @@ class HSTUBlock(nn.Module):
             logits = logits + bucket_bias(self.rel_time.weight, tb[:, -Lq:])  # + [B, H, Lq, L]
         a = F.silu(logits) * allowed[:, :, -Lq:]  # pointwise, no softmax (allowed holds 1/max_len)
         out = (a @ v).transpose(1, 2).reshape(B, Lq, D)  # [B, Lq, D]
-        return x[:, -Lq:] + self.drop(self.f2(self.ln_attn(out) * u))
+        y = x[:, -Lq:] + self.drop(self.f2(self.ln_attn(out) * u))
+        if not self.ffn:
+            return y
+        val, gate = self.ff_in(self.ln_ff(y)).chunk(2, dim=-1)  # 2 x [B, Lq, ffn]
+        return y + self.drop(self.ff_out(val * F.silu(gate)))
 
 
 class HSTU(SequenceModel):
