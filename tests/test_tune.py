@@ -41,3 +41,4 @@ def test_bad_search_keys():
         apply(RunConfig(), {"model.d_modle": 8})
     assert "model.d_model" in default_space("sasrec") and "model.dropout" in default_space("lstm")
     assert "train.emb_weight_decay" in default_space("sasrec")
+    assert default_space("hstu")["model.ffn"][0] == 0 and "model.ffn" not in default_space("sasrec")

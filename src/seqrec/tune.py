@@ -40,6 +40,8 @@ def default_space(model_name: str) -> dict[str, Any]:
             space[f"model.{name}"] = [32, 64, 128]
     if "n_blocks" in fields:
         space["model.n_blocks"] = [1, 2, 3]
+    if "ffn" in fields:  # HSTU's optional feed-forward layer
+        space["model.ffn"] = [0, 128, 256]
     return space
 
 
