@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                          "its start included)")
     ap.add_argument("--stages", default="env,parity,runs")
     ap.add_argument("--runs", default="all", help=f"a set ({', '.join(RUN_SETS)}) or names, comma-separated")
-    ap.add_argument("--jobs", type=int, default=7, help="runs trained at once")
+    ap.add_argument("--jobs", type=int, default=None, help="runs trained at once (default: all of them)")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu")
     args = ap.parse_args(argv)
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"parity FAILED: {type(e).__name__}: {e}")
         save(res, args.out)
     if "runs" in stages:
-        res["runs"] = runs(names, args.device, deadline, args.jobs)
+        res["runs"] = runs(names, args.device, deadline, args.jobs or len(names))
         save(res, args.out)
     print(markdown(res))
     failed = [n for n, r in res.get("parity", {}).items() if not r["ok"]]

@@ -272,30 +272,32 @@ class EpochRecorder:
             raise StopTraining
 
 
-def best_epochs(epochs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The first and the last epoch with the highest validation NDCG@10.
+def recbole_ndcg(e: dict[str, Any]) -> float | None:
+    """RecBole's own validation NDCG@10 of an epoch (already rounded by RecBole), if scored."""
+    return e["valid"]["ndcg@10"] if "valid" in e else None
+
+
+def masked_ndcg(e: dict[str, Any]) -> float | None:
+    """Our masked recomputation of an epoch's validation NDCG@10, rounded to 4 decimals as RecBole
+    rounds its own, if scored."""
+    return round(e["valid_own"]["masked"][f"ndcg@{K}"], 4) if "valid_own" in e else None
+
+
+def best_epochs(epochs: list[dict[str, Any]], value: Callable[[dict[str, Any]], float | None] = recbole_ndcg
+                ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The first and the last epoch with the highest ``value`` (validation NDCG@10), among the
+    epochs that have one; None when none has.
 
     RecBole rounds validation metrics (4 decimals by default) and keeps a checkpoint whenever the
     score is >= the best so far, so the *last* of equal bests is the one it tests; the *first* is
     when that quality was first reached.
     """
-    scored = [e for e in epochs if "valid" in e]
+    scored = [e for e in epochs if value(e) is not None]
     if not scored:
         return None
-    best = max(e["valid"]["ndcg@10"] for e in scored)
-    tied = [e for e in scored if e["valid"]["ndcg@10"] == best]
-    return tied[0], tied[-1]
-
-
-def best_masked(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first epoch with the highest masked validation NDCG@10 (rounded to 4 decimals, as RecBole
-    rounds its own), or None when none was scored masked."""
-    scored = [e for e in epochs if "valid_own" in e]
-    if not scored:
-        return None
-    value = lambda e: round(e["valid_own"]["masked"][f"ndcg@{K}"], 4)  # noqa: E731
     best = max(value(e) for e in scored)
-    return next(e for e in scored if value(e) == best)
+    tied = [e for e in scored if value(e) == best]
+    return tied[0], tied[-1]
 
 
 def train_and_test(config: Any, dataset: Any, loaders: tuple[Any, Any, Any], args: argparse.Namespace,
@@ -325,7 +327,7 @@ def train_and_test(config: Any, dataset: Any, loaders: tuple[Any, Any, Any], arg
     test_s = time.perf_counter() - t
     found = best_epochs(rec.epochs)
     first, best = found if found else (None, None)
-    bm = best_masked(rec.epochs)
+    bm = (best_epochs(rec.epochs, masked_ndcg) or (None, None))[0]
     epochs_cfg = int(config["epochs"])
     if rec.stopped_by_cap:
         stop = f"wall-time cap: {args.max_minutes:g} min (then the best checkpoint was tested)"
@@ -343,7 +345,7 @@ def train_and_test(config: Any, dataset: Any, loaders: tuple[Any, Any, Any], arg
         "first_best_epoch": first["epoch"] if first else None,
         "best_wall_s": first["wall_s"] if first else None,
         # the same with history items masked (our recomputation; RecBole selects unmasked)
-        "best_valid_masked_ndcg10": round(bm["valid_own"]["masked"][f"ndcg@{K}"], 4) if bm else None,
+        "best_valid_masked_ndcg10": masked_ndcg(bm) if bm else None,
         "best_masked_epoch": bm["epoch"] if bm else None,
         "best_masked_wall_s": bm["wall_s"] if bm else None,
         "own_valid_s_excluded": rec.excluded,
