@@ -117,8 +117,7 @@ SETTINGS[("ml-1m", "hstu-wide")] = {**_init, "model": {**_init["model"], "d_mode
 # the probes' model (2 blocks, rows at std 0.02, one cosine over 15 epochs; without it that probe
 # read 0.1666 after 9 epochs and 0.1674 at best): measured 0.1702 after 9, best validation
 # 0.1735, test 0.1716 / 0.3018 (frozen as configs/hstu-ffn-ml-1m.toml); with 4 blocks best
-# validation 0.1713, test 0.1752 / 0.3106 (not chosen: validation prefers 2 blocks). The 8-block
-# model with it took 179 s for its first epoch on the slower host (40 would take two hours): GPU work
+# validation 0.1713, test 0.1752 / 0.3106 (not chosen: validation prefers 2 blocks); 8 blocks below
 _ffn = {**_init, "model": {**_init["model"], "ffn": 128},
         "train": {**_init["train"], "epochs": 15, "patience": 15}}
 SETTINGS[("ml-1m", "hstu-ffn")] = _ffn
