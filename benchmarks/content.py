@@ -32,8 +32,7 @@ from typing import Any
 from seqrec.config import RunConfig
 from seqrec.data.datasets import default_data_dir
 from seqrec.fsutil import atomic_write_text
-from seqrec.pipeline import prepare, run
-from seqrec.tasks.runner import run_task
+from seqrec.pipeline import prepare, run, run_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN = {"epochs": 200, "patience": 4, "batch_size": 256, "lr": 3e-3}

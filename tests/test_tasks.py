@@ -75,3 +75,21 @@ def test_binary_needs_labels(tmp_path, capsys):
     assert main(["train", "--data", str(p), "--model", "gru4rec", "--task", "binary",
                  "--output", str(tmp_path / "x"), "--epochs", "1"]) == 2
     assert "needs a rating or label" in capsys.readouterr().err
+
+
+def test_unknown_task_names(tmp_path, capsys):
+    from seqrec.errors import ArtifactError
+    from seqrec.tasks import rebuild_task
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nname = "gru4rec"\n[task]\nname = "churn"\n')
+    p = tmp_path / "s.txt"
+    p.write_text("\n".join(f"{u} " + " ".join(str(i) for i in range(1, 8)) for u in range(1, 20)))
+    assert main(["train", "--config", str(cfg), "--data", str(p), "--output",
+                 str(tmp_path / "x"), "--epochs", "1"]) == 2
+    assert "unknown task 'churn'; choose next-item, interest, binary" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    enc = build_model({"name": "gru4rec"}, 7, seed=0)
+    with pytest.raises(ArtifactError, match="unknown task 'churn'"):
+        rebuild_task(enc, {"name": "churn"}, n_items=7)
+    assert rebuild_task(enc, {"name": "binary", "threshold": 3.5}, n_items=7).threshold == 3.5

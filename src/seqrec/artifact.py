@@ -34,6 +34,7 @@ from seqrec.fsutil import atomic_directory
 from seqrec.models import config_dict, model_class
 from seqrec.models.base import SequenceModel
 from seqrec.plots import plot_history
+from seqrec.tasks import rebuild_task
 
 FORMAT_VERSION = 1
 REQUIRED = ("weights.safetensors", "config.json", "vocab.json", "catalog.parquet",
@@ -144,9 +145,7 @@ def load_model(path: Path, config: dict[str, Any], features: Any = None) -> Sequ
     model = cls(from_dict(cls.config_class, spec, where="model"), config["n_items"], features)
     task = config.get("task")
     if task:  # a task head on the encoder (seqrec.tasks)
-        from seqrec.tasks.artifact import wrap_task
-
-        model = wrap_task(model, task, n_items=config["n_items"])
+        model = rebuild_task(model, task, n_items=config["n_items"])
     state = load_file(str(path / "weights.safetensors"))
     if "cold_mask" in state:  # a calibrated cold-item offset (SequenceModel.set_cold_offset)
         model.set_cold_offset(state["cold_mask"], float(state["cold_offset"]))

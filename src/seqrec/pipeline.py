@@ -1,6 +1,8 @@
 """Data -> split -> model -> training -> evaluation -> artifact, as one library call.
 
-The CLI's ``train`` and ``quickstart`` and the benchmarks are thin layers over :func:`run`.
+:func:`run` trains a next-item model, :func:`run_task` a task head (``seqrec.tasks``) on a
+sequence encoder. The CLI's ``train`` and ``quickstart`` and the benchmarks are thin layers over
+them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from seqrec.errors import ConfigError
 from seqrec.evaluate.protocol import evaluate
 from seqrec.models import build_model, model_config
 from seqrec.models.base import SequenceModel
+from seqrec.tasks import task_class
 from seqrec.train.calibrate import calibrate_cold_items
 from seqrec.train.loop import TrainResult, resolve_device, selection_eval_config, train
 from seqrec.train.speed import device_name
@@ -43,11 +46,13 @@ class Prepared:
 
 @dataclass
 class RunResult:
+    """What :func:`run` and :func:`run_task` return (a task's metrics also hold its baselines)."""
+
     model: SequenceModel
     split: Split
     train: TrainResult
-    valid: dict[str, float]
-    test: dict[str, float]
+    valid: dict[str, Any]
+    test: dict[str, Any]
     protocol: dict[str, Any]
     artifact: Path | None
     data_seconds: float
@@ -219,3 +224,34 @@ def run(
             shutil.rmtree(workdir, ignore_errors=True)
     return RunResult(model, split, result, valid.metrics, test.metrics, metrics["protocol"], artifact,
                      prepared.seconds, segments, calibration=calibration, refit=refit)
+
+
+def run_task(cfg: RunConfig, output: Path | None, *, data_dir: Path | None = None,
+             prepared: Prepared | None = None, progress: bool = True,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train ``cfg.task`` on ``cfg.model``'s encoder; select on validation, test once, save."""
+    cls = task_class(cfg.task.name)  # a bad task name fails before any data is read
+    prepared = prepared or prepare(cfg, data_dir)
+    split = prepared.split
+    encoder = build_model(cfg.model, split.seqs.n_items, cfg.train.seed,
+                          content=item_features(cfg, prepared, progress=progress))
+    model = cls.for_data(encoder, cfg.task, split, prepared.catalog)
+    device = resolve_device(cfg.train.device)
+    t0 = time.perf_counter()
+    result = train(model, split, cfg.train, workdir=None, progress=progress, on_epoch=on_epoch,
+                   validate=lambda m: model.evaluate(split, "valid", device), select=cls.select)
+    valid = model.evaluate(split, "valid", device)
+    test = model.evaluate(split, "test", device)  # reported once
+    protocol = {"split": split.protocol}
+    artifact = None
+    if output is not None:
+        metrics = {"task": cls.task, "valid": valid, "test": test,
+                   "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
+                   "train_seconds": time.perf_counter() - t0, "protocol": protocol}
+        report = {"dataset": prepared.name, "preprocess": split.seqs.report, "split": split.protocol,
+                  "task": model.report}
+        artifact = save_artifact(Path(output), model=model.cpu(), run_config=cfg, seqs=split.seqs,
+                                 catalog=prepared.catalog, metrics=metrics, history=result.history,
+                                 report=report, features=encoder.content,
+                                 task={"name": cls.task, **model.task_state()})
+    return RunResult(model, split, result, valid, test, protocol, artifact, prepared.seconds)

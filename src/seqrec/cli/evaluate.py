@@ -70,12 +70,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def evaluate_task(art, args: argparse.Namespace) -> int:
     from seqrec.cli.train import task_rows
     from seqrec.data.split import make_split
-    from seqrec.tasks.runner import attach_labels, task_evaluate
 
     split = make_split(art.seqs, art.run_config.data)
-    if art.run_config.task.name == "binary":
-        attach_labels(split, art.run_config.task.threshold)
-    res = task_evaluate(art.model, split, args.split, args.device)
+    art.model.prepare(split)
+    res = art.model.evaluate(split, args.split, args.device)
     if args.json:
         print_json({**res, "task": art.run_config.task.name, "split": args.split})
         return 0

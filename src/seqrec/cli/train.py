@@ -188,7 +188,7 @@ def task_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def train_task(cfg: RunConfig, args: argparse.Namespace) -> int:
-    from seqrec.tasks.runner import run_task
+    from seqrec.pipeline import run_task
 
     print(f"training the {cfg.task.name} task on a {cfg.model['name']} encoder, {cfg.data.name}",
           file=sys.stderr)

@@ -7,6 +7,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from seqrec.config import TaskConfig
+from seqrec.data.log import ItemCatalog
+from seqrec.data.split import Split
 from seqrec.models.base import SequenceModel
 
 
@@ -16,6 +19,27 @@ class TaskModel(SequenceModel):
     encoder's, and the state dict holds ``encoder.*`` plus the head."""
 
     task: ClassVar[str]
+    """The name ``[task] name`` (and ``--task``) gives."""
+    select: ClassVar[str]
+    """The validation key training selects on (higher is better)."""
+
+    @classmethod
+    def for_data(cls, encoder: SequenceModel, cfg: TaskConfig, split: Split,
+                 catalog: ItemCatalog) -> TaskModel:
+        """A new head for training on ``split`` (what it reads is attached to the split)."""
+        raise NotImplementedError
+
+    @classmethod
+    def rebuild(cls, encoder: SequenceModel, state: dict[str, Any], n_items: int) -> TaskModel:
+        """The head around a loaded encoder, from :meth:`task_state` (its weights come after)."""
+        raise NotImplementedError
+
+    def prepare(self, split: Split) -> None:
+        """Attach to ``split`` what the head reads beyond the items (nothing by default)."""
+
+    def evaluate(self, split: Split, which: str, device: Any = "cpu") -> dict[str, Any]:
+        """The task's metrics on ``which`` users, next to its baselines; holds :attr:`select`."""
+        raise NotImplementedError
 
     def __init__(self, encoder: SequenceModel) -> None:
         super().__init__(encoder.config, encoder.n_items, encoder.content)
@@ -24,6 +48,8 @@ class TaskModel(SequenceModel):
         self.encoder = encoder
         self.name = encoder.name  # type: ignore[misc]  # the artifact rebuilds this encoder
         self.uses_time = encoder.uses_time  # type: ignore[misc]
+        self.report: dict[str, Any] = {}
+        """What building the head found in the data (saved in the artifact's report)."""
 
     @property
     def max_len(self) -> int:

@@ -13,8 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqrec.config import TaskConfig
 from seqrec.data.batching import left_pad
+from seqrec.data.log import ItemCatalog
 from seqrec.data.split import Split
+from seqrec.errors import ConfigError
 from seqrec.evaluate.ranking import history_batch
 from seqrec.losses import LossFn
 from seqrec.models.base import SequenceModel
@@ -34,19 +37,44 @@ class BinaryModel(TaskModel):
     running positive rate over the history; plus a learned per-item bias."""
 
     task = "binary"
+    select = "neg_log_loss"
     uses_labels = True
 
     def __init__(self, encoder: SequenceModel, threshold: float = 4.0, hidden: int = 64) -> None:
         super().__init__(encoder)
         self.threshold = threshold
+        self._baseline: tuple[Split, RateBaseline] | None = None  # fitted once per split
         d_state, d_item = self.state_width(), int(encoder.item_table()[0].shape[1])
         self.head = nn.Sequential(nn.Linear(d_state + d_item + 1, hidden), nn.GELU(),
                                   nn.Linear(hidden, 1))
         self.item_bias = nn.Embedding(encoder.n_items + 1, 1)
         nn.init.zeros_(self.item_bias.weight)
 
+    @classmethod
+    def for_data(cls, encoder: SequenceModel, cfg: TaskConfig, split: Split,
+                 catalog: ItemCatalog) -> BinaryModel:
+        model = cls(encoder, cfg.threshold)
+        model.prepare(split)
+        return model
+
+    @classmethod
+    def rebuild(cls, encoder: SequenceModel, state: dict[str, Any], n_items: int) -> BinaryModel:
+        return cls(encoder, float(state.get("threshold", 4.0)))
+
     def task_state(self) -> dict[str, Any]:
         return {"threshold": self.threshold}
+
+    def prepare(self, split: Split) -> None:
+        """Every event's label: its rating (or label column) >= ``threshold``."""
+        if split.seqs.ratings is None:
+            raise ConfigError("the binary task needs a rating or label per event; this data has "
+                              "none (give [data] rating_col for a table)")
+        split.seqs.labels = (split.seqs.ratings >= self.threshold).astype(np.float32)
+
+    def evaluate(self, split: Split, which: str, device: Any = "cpu") -> dict[str, Any]:
+        if self._baseline is None or self._baseline[0] is not split:
+            self._baseline = (split, RateBaseline(split))
+        return evaluate_binary(self, split, which, device, baseline=self._baseline[1])
 
     def logits(self, h: Tensor, items: Tensor, rate: Tensor) -> Tensor:
         """``h [P, Ds]`` states before the events, ``items [P]``, ``rate [P]`` the user's past

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqrec.config import TaskConfig
 from seqrec.data.batching import left_pad, pad_ragged
 from seqrec.data.log import ItemCatalog
 from seqrec.data.split import Split
@@ -53,6 +54,7 @@ def category_matrix(item_ids: list[Any], catalog: ItemCatalog, field: str = "cat
 
 class InterestModel(TaskModel):
     task = "interest"
+    select = "neg_KL"
 
     def __init__(self, encoder: SequenceModel, categories: np.ndarray, names: list[str],
                  horizon: int = 10) -> None:
@@ -62,8 +64,26 @@ class InterestModel(TaskModel):
         self.register_buffer("cats", torch.as_tensor(categories, dtype=torch.float32))  # [N+1, G]
         self.head = nn.Linear(self.state_width(), len(names))
 
+    @classmethod
+    def for_data(cls, encoder: SequenceModel, cfg: TaskConfig, split: Split,
+                 catalog: ItemCatalog) -> InterestModel:
+        M, names, missing = category_matrix(split.seqs.items_vocab.ids, catalog, cfg.field, cfg.level)
+        model = cls(encoder, M, names, cfg.horizon)
+        model.report = {"categories": len(names), "items_without_category": missing}
+        return model
+
+    @classmethod
+    def rebuild(cls, encoder: SequenceModel, state: dict[str, Any], n_items: int) -> InterestModel:
+        names = list(state["names"])
+        # the category matrix is a buffer: its values come with the weights
+        return cls(encoder, np.zeros((n_items + 1, len(names)), dtype=np.float32), names,
+                   int(state.get("horizon", 10)))
+
     def task_state(self) -> dict[str, Any]:
         return {"names": self.names, "horizon": self.horizon}
+
+    def evaluate(self, split: Split, which: str, device: Any = "cpu") -> dict[str, Any]:
+        return evaluate_interest(self, split, which, device)
 
     def profile(self, seq: Tensor, times: Tensor | None = None) -> Tensor:
         """``[B, L] -> [B, G]`` predicted category distribution of the next items."""
