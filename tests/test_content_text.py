@@ -12,16 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seqrec.content import text as text_mod
 from seqrec.content.item_text import item_texts
-from seqrec.content.text import (
-    DEFAULT_TEXT_MODEL,
-    TextEncoder,
-    VectorCache,
-    encode_texts,
-    resolve_text_model,
-    text_key,
-)
+from seqrec.content.text import DEFAULT_TEXT_MODEL, TextEncoder, encode_texts, resolve_text_model
+from seqrec.content.text_cache import VectorCache, default_cache_dir, text_key
 from seqrec.errors import ConfigError
 
 pytest.importorskip("sentence_transformers", reason="needs the 'text' extra")
@@ -213,6 +206,6 @@ def test_importing_content_stays_light():
 
 def test_cache_dir_default_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SEQREC_CACHE_DIR", str(tmp_path))
-    assert text_mod.default_cache_dir() == tmp_path / "text-vectors"
+    assert default_cache_dir() == tmp_path / "text-vectors"
     monkeypatch.delenv("SEQREC_CACHE_DIR")
-    assert text_mod.default_cache_dir().parts[-3:] == (".cache", "seqrec", "text-vectors")
+    assert default_cache_dir().parts[-3:] == (".cache", "seqrec", "text-vectors")
