@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seqrec.losses import _ChunkedSoftmaxCE, _chunk_size, full_softmax_ce, softmax_ce_reference
+from seqrec.chunked_softmax import _ChunkedSoftmaxCE, _chunk_size, full_softmax_ce, softmax_ce_reference
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -44,10 +44,10 @@ def test_two_live_losses_and_row_weights_match_reference(monkeypatch):
     """Stored blocks live in pooled buffers: two losses alive at once (both forward passes before
     either backward pass) never share one, a buffer given back is reused, and the sum over the
     blocks that the forward pass already takes (E @ W) is right for any per-row upstream weights."""
-    import seqrec.losses as losses
+    import seqrec.chunked_softmax as kernel
 
-    pool = losses._BlockPool()
-    monkeypatch.setattr(losses, "_POOL", pool)
+    pool = kernel._BlockPool()
+    monkeypatch.setattr(kernel, "_POOL", pool)
     g = torch.Generator().manual_seed(5)
     cases = []
     for P in (29, 41):
@@ -56,7 +56,7 @@ def test_two_live_losses_and_row_weights_match_reference(monkeypatch):
         t = torch.randint(1, 501, (P,), generator=g)
         w = torch.rand(P, generator=g)  # per-row weights: the upstream gradient is not uniform
         cases.append((h, W, t, w))
-    rows = [losses._softmax_ce_rows(h, W, None, t) for h, W, t, _ in cases]  # both alive
+    rows = [kernel.softmax_ce_rows(h, W, None, t) for h, W, t, _ in cases]  # both alive
     assert pool.free == []
     for (h, W, t, w), r in reversed(list(zip(cases, rows))):
         grads = torch.autograd.grad((r * w).sum(), [h, W])
@@ -67,7 +67,7 @@ def test_two_live_losses_and_row_weights_match_reference(monkeypatch):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert [b.numel() for b in pool.free] == [41 * 500, 29 * 500]  # given back
     h, W, t, _ = cases[0]
-    r = losses._softmax_ce_rows(h, W, None, t)  # 29 rows: takes the smaller buffer
+    r = kernel.softmax_ce_rows(h, W, None, t)  # 29 rows: takes the smaller buffer
     assert [b.numel() for b in pool.free] == [41 * 500]
     r.sum().backward()
     assert len(pool.free) == 2
@@ -76,12 +76,12 @@ def test_two_live_losses_and_row_weights_match_reference(monkeypatch):
 def test_no_blocks_stored_without_gradients(monkeypatch):
     """Under ``torch.no_grad`` (or for inputs that need no gradient) nothing is kept for a
     backward pass: no pooled buffer is taken, and the value is the reference's."""
-    import seqrec.losses as losses
+    import seqrec.chunked_softmax as kernel
 
     def fail(*a, **k):
         raise AssertionError("a buffer was taken without gradients")
 
-    monkeypatch.setattr(losses._POOL, "take", fail)
+    monkeypatch.setattr(kernel._POOL, "take", fail)
     g = torch.Generator().manual_seed(6)
     h, W = torch.randn(13, 4, generator=g), torch.randn(101, 4, generator=g)
     t = torch.randint(1, 101, (13,), generator=g)
@@ -145,13 +145,13 @@ def test_fallback_and_recomputed_blocks_match_reference(precision, path, monkeyp
     """The exact online log-sum-exp (a shift that underflows) and the backward pass that
     recomputes blocks instead of storing them (too many to keep) give the reference's value and
     gradients; in bf16 the recomputed blocks are shifted by the rounded lse and corrected."""
-    import seqrec.losses as losses
+    import seqrec.chunked_softmax as kernel
 
     g = torch.Generator().manual_seed(4)
     if path == "fallback":
         h, W, t = _far_bound_case(g)
     else:
-        monkeypatch.setattr(losses, "_STORE_LIMIT", 0)
+        monkeypatch.setattr(kernel, "_STORE_LIMIT", 0)
         # lse 23-41, where bf16 steps by 0.125-0.25: uncorrected, p would be off by up to 13%
         h = (torch.randn(23, 8, generator=g) * 4).requires_grad_()
         W = torch.randn(301, 8, generator=g).requires_grad_()
@@ -160,7 +160,7 @@ def test_fallback_and_recomputed_blocks_match_reference(precision, path, monkeyp
     grads_ref = torch.autograd.grad(ref, [h, W])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         # item chunks of 16: the first chunk's maximum is not the row's
-        got = _ChunkedSoftmaxCE.apply(h, W, None, t, 16, losses._matmul_dtype(h.device)).mean()
+        got = _ChunkedSoftmaxCE.apply(h, W, None, t, 16, kernel._matmul_dtype(h.device)).mean()
     grads = torch.autograd.grad(got, [h, W])
     tol = 1e-5 if precision == "fp32" else 2e-2
     assert got.item() == pytest.approx(ref.item(), rel=tol)
@@ -171,7 +171,7 @@ def test_fallback_and_recomputed_blocks_match_reference(precision, path, monkeyp
 
 def test_far_bound_takes_the_exact_fallback():
     """The case above really underflows the shifted sum (so the fallback is what is tested)."""
-    from seqrec.losses import _MAX_EXP
+    from seqrec.chunked_softmax import _MAX_EXP
 
     h, W, t = _far_bound_case(torch.Generator().manual_seed(4))
     with torch.no_grad():

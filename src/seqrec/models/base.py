@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqrec.chunked_softmax import full_softmax_ce
 from seqrec.config import FusionConfig
-from seqrec.losses import LossFn, full_softmax_ce, real_positions, seen_logits
+from seqrec.losses import LossFn, real_positions, seen_logits
 from seqrec.nn import Dropout
 
 if TYPE_CHECKING:

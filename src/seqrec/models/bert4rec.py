@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqrec.losses import LossFn, full_softmax_ce
+from seqrec.chunked_softmax import full_softmax_ce
+from seqrec.losses import LossFn
 from seqrec.models.base import Dropout, ModelConfig, SequenceModel
 from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end, run_blocks
 

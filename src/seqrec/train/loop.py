@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from seqrec.chunked_softmax import release_buffers
 from seqrec.config import EvalConfig, TrainConfig
 from seqrec.content.fusion import ItemEncoder
 from seqrec.data.batching import (left_pad, length_bucketed_batches, scored_pairs, train_pairs,
                                   train_times, training_windows)
 from seqrec.data.split import Split
 from seqrec.evaluate.protocol import evaluate
-from seqrec.losses import excluding, make_loss, release_buffers
+from seqrec.losses import excluding, make_loss
 from seqrec.models.base import SequenceModel
 from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
 from seqrec.train.speed import (autocast, autocast_dtype, encoder_flops, loss_flops, maybe_compile,
