@@ -11,6 +11,7 @@ from seqrec.cli.common import add_data_dir, data_dir, table
 from seqrec.config import SECTIONS, RunConfig, load_run_config, load_toml, tomllib
 from seqrec.errors import ConfigError
 from seqrec.models import MODELS
+from seqrec.tasks import TASKS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no id embeddings at all: items are their content (transfers to new items)")
     p.add_argument("--fusion", choices=["sigmoid", "gated", "sum"],
                    help="how content and ids are combined (default: gated)")
-    p.add_argument("--task", choices=["next-item", "interest", "binary"],
+    p.add_argument("--task", choices=["next-item", *TASKS],
                    help="what to learn on the sequence encoder (default next-item)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config value, e.g. --set train.lr=0.003 (repeatable)")

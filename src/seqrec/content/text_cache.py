@@ -79,6 +79,14 @@ class VectorCache:
             return []
         return sorted(p.name[: -len(".keys.npy")] for p in self.folder.glob("*.keys.npy"))
 
+    def _write_shard(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """A new shard under a fresh name: vectors first, keys last (a shard is complete once its
+        keys file exists)."""
+        shard = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+        atomic_write_bytes(self.folder / f"{shard}.vectors.npy", _npy_bytes(vectors))
+        atomic_write_bytes(self.folder / f"{shard}.keys.npy",
+                           _npy_bytes(np.asarray(list(keys), dtype="<U64")))
+
     def _read_shard(self, shard: str) -> tuple[np.ndarray, np.ndarray] | None:
         try:
             keys = np.load(self.folder / f"{shard}.keys.npy", allow_pickle=False)
@@ -130,10 +138,7 @@ class VectorCache:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys for {vectors.shape[0]} vectors")
-        shard = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
-        atomic_write_bytes(self.folder / f"{shard}.vectors.npy", _npy_bytes(vectors))
-        atomic_write_bytes(self.folder / f"{shard}.keys.npy",
-                           _npy_bytes(np.asarray(list(keys), dtype="<U64")))
+        self._write_shard(keys, vectors)
         if len(self._shards()) > self.max_shards:
             self.compact()
 
@@ -154,10 +159,7 @@ class VectorCache:
             parts.append(np.asarray(svecs[keep], dtype=np.float32))
         if len(parts) < 2 or len({p.shape[1] for p in parts}) != 1:
             return
-        merged = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
-        atomic_write_bytes(self.folder / f"{merged}.vectors.npy", _npy_bytes(np.concatenate(parts)))
-        atomic_write_bytes(self.folder / f"{merged}.keys.npy",
-                           _npy_bytes(np.asarray(keys, dtype="<U64")))
+        self._write_shard(keys, np.concatenate(parts))
         for shard in shards:  # keys first: a reader never sees keys without their vectors
             for suffix in (".keys.npy", ".vectors.npy"):
                 with contextlib.suppress(FileNotFoundError):
