@@ -36,6 +36,10 @@ def frozen_tables(row: dict[str, Any], machine: dict[str, Any], source: str,
         train["epochs"] = int(row["epochs"])
     train["max_minutes"] = 0.0
     name = f"{row['model']}-{row['dataset']}.toml"
+    refit = row.get("refit")
+    refit_note = "" if not refit else (
+        f"then a refit of {refit['epochs']} epochs in {refit['seconds']:.0f} s"
+        + (f" (the selection from the {refit['selection']})" if refit.get("selection") else "") + ", ")
     tables: dict[str, dict[str, Any]] = {
         "about": {
             "run": f"seqrec train --config configs/{name} --output runs/{name[:-5]}",
@@ -44,7 +48,8 @@ def frozen_tables(row: dict[str, Any], machine: dict[str, Any], source: str,
             "machine": f"{machine.get('cpu')}, {machine.get('threads')} threads, torch {machine.get('torch')}"
                        + (f", {machine['cuda']}" if machine.get("cuda") else ""),
             "measured": f"{row['epochs']} epochs (best {row['best_epoch']}), "
-                        f"{row['seconds_per_epoch']:.1f} s/epoch, {row['total_seconds']:.0f} s in all",
+                        f"{row['seconds_per_epoch']:.1f} s/epoch, {refit_note}"
+                        f"{row['total_seconds']:.0f} s in all",
         },
         "data": cfg["data"], "model": cfg["model"], "train": train, "eval": cfg["eval"],
     }

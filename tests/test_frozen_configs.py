@@ -69,3 +69,33 @@ def test_accuracy_rerun_replaces_its_row_in_place():
     assert [(r["model"], r["v"]) for r in again] == [("x", 0), ("y", 1), ("z", 0)]
     added = accuracy.replace_row(rows, {"dataset": "b", "model": "y", "v": 2})
     assert [(r["dataset"], r["model"]) for r in added][-1] == ("b", "y") and len(added) == 4
+
+
+def test_a_reused_selection_refits_exactly_what_the_full_refit_run_tests(ml100k_slice):
+    """``accuracy.py --refit --reuse-selection`` skips the selection run only: from the stored
+    plain row it trains and tests the very model ``train.refit`` would have."""
+    from seqrec.pipeline import prepare, run
+
+    accuracy = _load_script("accuracy")
+    d = {"data": {"name": str(ml100k_slice)}, "model": {"name": "sasrec", "d_model": 16, "max_len": 20},
+         "train": {"epochs": 3, "max_minutes": 5.0}}
+    plain_cfg = RunConfig.from_dict(d)
+    refit_cfg = RunConfig.from_dict({**d, "train": {**d["train"], "refit": True, "max_minutes": 9.0}})
+    prepared = prepare(plain_cfg)
+    plain = run(plain_cfg, None, prepared=prepared, progress=False)
+    stored = {"dataset": "slice", "model": "sasrec", "config": plain_cfg.to_dict(), "test": plain.test,
+              "valid": plain.valid, "epochs": len(plain.train.trained),
+              "best_epoch": plain.train.best_epoch, "seconds_per_epoch": 1.0, "total_seconds": 3.0,
+              "stop_reason": plain.train.stop_reason, "history": plain.train.history}
+    rows = [{**stored, "model": "sasrec-refit"}, stored]
+    # found whatever the time cap; not when any other setting differs
+    assert accuracy.stored_selection(rows, "slice", "sasrec", refit_cfg) is stored
+    other = RunConfig.from_dict({**d, "train": {**d["train"], "lr": 0.01}})
+    assert accuracy.stored_selection(rows, "slice", "sasrec", other) is None
+    assert accuracy.stored_selection(rows, "other", "sasrec", refit_cfg) is None
+
+    row = accuracy.refit_row(refit_cfg, prepared, stored, "sasrec-refit")
+    full = run(refit_cfg, None, prepared=prepared, progress=False)
+    assert row["model"] == "sasrec-refit" and row["refit"]["epochs"] == full.refit["epochs"]
+    assert row["test"] == full.test and row["valid"] == full.valid == plain.valid
+    assert "not repeated" in row["protocol"]["refit"]

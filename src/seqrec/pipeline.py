@@ -131,6 +131,13 @@ def refit_model(cfg: RunConfig, split: Split, content: Any, epochs: int, progres
                                for h in res.trained]}
 
 
+def refit_protocol(epochs: int, selection: str = "the selection run") -> str:
+    """How a refit's test metrics were made, for the protocol record."""
+    return (f"test metrics from a model retrained for the selected {epochs} epochs on every event "
+            f"before the test targets (validation targets included); validation metrics from "
+            f"{selection}")
+
+
 def checkpoint_dir(output: Path) -> Path:
     """Where per-epoch checkpoints of a run writing ``output`` live (a sibling folder)."""
     return output.parent / f"{output.name}.checkpoints"
@@ -206,10 +213,7 @@ def run(
         metrics["cold_item_calibration"] = calibration
     if refit is not None:
         metrics["refit"] = refit
-        metrics["protocol"]["refit"] = (
-            f"test metrics from a model retrained for the selected {result.best_epoch} epochs on "
-            "every event before the test targets (validation targets included); validation "
-            "metrics from the selection run")
+        metrics["protocol"]["refit"] = refit_protocol(result.best_epoch)
     segments = cold_start_metrics(model, split, cfg, test, device)
     metrics.update(segments)
     artifact = None
