@@ -44,7 +44,7 @@ from seqrec.data.datasets import default_data_dir
 from seqrec.fsutil import atomic_write_text
 from seqrec.models import model_config
 from seqrec.evaluate.protocol import evaluate
-from seqrec.pipeline import item_features, prepare, refit_model, refit_protocol, run
+from seqrec.pipeline import fused_content, item_features, prepare, protocol_record, refit_model, run
 from seqrec.train.loop import resolve_device
 from seqrec.train.speed import processor_name
 
@@ -237,15 +237,12 @@ def refit_row(cfg: RunConfig, prepared: Any, sel: dict[str, Any], label: str) ->
     trained for ``sel``'s selected epochs on every event before the test targets, tested once
     (what ``run`` does after its selection)."""
     t0 = time.perf_counter()
-    content = (None if model_config(cfg.model)[1].fusion.mode == "id"
-               else item_features(cfg, prepared, progress=False))
+    content = fused_content(cfg, item_features(cfg, prepared, progress=False))
     model, refit = refit_model(cfg, prepared.split, content, sel["best_epoch"], progress=True)
     test = evaluate(model, prepared.split, "test", cfg.eval, device=resolve_device(cfg.train.device))
-    protocol = {**test.protocol, "split": prepared.split.protocol,
-                "select_metric": f"validation {cfg.train.select_metric}",
-                "refit": refit_protocol(sel["best_epoch"], f"the stored row {sel['model']!r} of this "
-                                        "config, as is the selected epoch (its selection run, "
-                                        "not repeated)")}
+    protocol = protocol_record(cfg, prepared.split, test, sel["best_epoch"],
+                             f"the stored row {sel['model']!r} of this config, as is the selected "
+                             "epoch (its selection run, not repeated)")
     return {**{k: sel[k] for k in ("dataset", "valid", "epochs", "best_epoch", "seconds_per_epoch",
                                    "stop_reason", "history")},
             "model": label, "config": cfg.to_dict(), "test": test.metrics,
@@ -298,8 +295,8 @@ def main() -> None:
                       on_epoch=lambda r, m=model, d=dataset: print(
                           f"  {d} {m} epoch {r['epoch']} {r['train_seconds']:.1f}s valid NDCG@10 "
                           f"{r.get('valid', {}).get('NDCG@10', float('nan')):.4f}", flush=True))
-            label = f"{model}-refit" if res.refit is not None else model  # count models: no refit
-            label += "" if args.seed is None else f"-seed{args.seed}"
+            # count models have no refit
+            label = (f"{model}-refit" if res.refit is not None else model) + seed
             row = {
                 "dataset": dataset, "model": label, "config": cfg.to_dict(),
                 "test": res.test, "valid": res.valid, "epochs": len(res.train.trained) or 1,

@@ -131,11 +131,24 @@ def refit_model(cfg: RunConfig, split: Split, content: Any, epochs: int, progres
                                for h in res.trained]}
 
 
-def refit_protocol(epochs: int, selection: str = "the selection run") -> str:
-    """How a refit's test metrics were made, for the protocol record."""
-    return (f"test metrics from a model retrained for the selected {epochs} epochs on every event "
-            f"before the test targets (validation targets included); validation metrics from "
-            f"{selection}")
+def fused_content(cfg: RunConfig, features: Any) -> Any:
+    """The item features the model itself reads: none for an id-only model, which may still read
+    item text (``features``) for the cold-item neighbours alone."""
+    return None if model_config(cfg.model)[1].fusion.mode == "id" else features
+
+
+def protocol_record(cfg: RunConfig, split: Split, test: Any, refit_epochs: int | None = None,
+                  selection: str = "the selection run") -> dict[str, Any]:
+    """The protocol record of a test evaluation; with ``refit_epochs``, how the refit model it
+    tested was made and where the validation metrics (``selection``) come from."""
+    protocol = {**test.protocol, "split": split.protocol,
+                "select_metric": f"validation {cfg.train.select_metric}"}
+    if refit_epochs is not None:
+        protocol["refit"] = (
+            f"test metrics from a model retrained for the selected {refit_epochs} epochs on every "
+            f"event before the test targets (validation targets included); validation metrics "
+            f"from {selection}")
+    return protocol
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -171,8 +184,7 @@ def run(
     prepared = prepared or prepare(cfg, data_dir)
     split = prepared.split
     features = item_features(cfg, prepared, progress=progress)
-    # an id-only model may read item text for the cold-item neighbours alone
-    content = None if model_config(cfg.model)[1].fusion.mode == "id" else features
+    content = fused_content(cfg, features)
     model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed, content=content)
     workdir = None
     if output is not None and model.trainable:
@@ -206,14 +218,12 @@ def run(
         "train_seconds": result.seconds,
         "matmul_gflops": result.matmul_gflops,  # 0 for models with nothing to train
         "processor": device_name(device),  # the ceiling differs from one host (or card) to the next
-        "protocol": {**test.protocol, "split": split.protocol, "select_metric":
-                     f"validation {cfg.train.select_metric}"},
+        "protocol": protocol_record(cfg, split, test, None if refit is None else result.best_epoch),
     }
     if calibration is not None:
         metrics["cold_item_calibration"] = calibration
     if refit is not None:
         metrics["refit"] = refit
-        metrics["protocol"]["refit"] = refit_protocol(result.best_epoch)
     segments = cold_start_metrics(model, split, cfg, test, device)
     metrics.update(segments)
     artifact = None
