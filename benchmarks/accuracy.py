@@ -145,7 +145,7 @@ SETTINGS[("ml-1m", "hstu-deep-ffn")] = {**_ffn, "model": {**_ffn["model"], "n_bl
 # best 0.1788 at 34 of 40), best 0.1904 at 22; test 0.1842 / 0.3230, 24 epochs of 160 s (4,468 s);
 # frozen as configs/hstu-deep-mh-ml-1m.toml. Refit (--refit --reuse-selection, 22 epochs of 63 s):
 # test 0.1927 / 0.3336, frozen as configs/hstu-deep-mh-refit-ml-1m.toml
-SETTINGS[("ml-1m", "hstu-deep-mh")] = {
+_mh = SETTINGS[("ml-1m", "hstu-deep-mh")] = {
     **_init, "model": {**_init["model"], "n_blocks": 8},
     "train": {**_init["train"], "epochs": 24, "patience": 24, "mask_history": True}}
 # The same with overlapping windows (train.window_stride 100: windows of 200 end every 100
@@ -157,9 +157,7 @@ SETTINGS[("ml-1m", "hstu-deep-mh")] = {
 # 0.1907 after epochs 7, 9 and 12, best 0.1945 at 21; test 0.1929 / 0.3349, 24 epochs of 75.8 s
 # (2,100 s). Refit (--refit --reuse-selection, 21 epochs, 1,501 s): test 0.1974 / 0.3432 / MRR@10
 # 0.1529. Frozen as configs/hstu-deep-mh-s100-ml-1m.toml and hstu-deep-mh-s100-refit-ml-1m.toml.
-SETTINGS[("ml-1m", "hstu-deep-mh-s100")] = {
-    **SETTINGS[("ml-1m", "hstu-deep-mh")],
-    "train": {**SETTINGS[("ml-1m", "hstu-deep-mh")]["train"], "window_stride": 100}}
+SETTINGS[("ml-1m", "hstu-deep-mh-s100")] = {**_mh, "train": {**_mh["train"], "window_stride": 100}}
 MODELS = ["pop", "recent-pop", "lstm", "gru4rec", "sasrec", "hstu", "bert4rec"]
 DATASETS = ["beauty", "ml-100k", "ml-1m"]
 
@@ -263,6 +261,29 @@ def refit_row(cfg: RunConfig, prepared: Any, sel: dict[str, Any], label: str) ->
                       "selection": f"stored row {sel['model']!r}"}}
 
 
+def run_row(cfg: RunConfig, prepared: Any, dataset: str, model: str, seed: str) -> dict[str, Any]:
+    """The row of one full run of ``cfg`` (selection, then the refit when ``train.refit``),
+    labelled ``<model>[-refit]<seed>``; its validation curve is printed as it trains."""
+    t0 = time.perf_counter()
+    res = run(cfg, None, prepared=prepared, progress=False,
+              on_epoch=lambda r: print(
+                  f"  {dataset} {model} epoch {r['epoch']} {r['train_seconds']:.1f}s valid NDCG@10 "
+                  f"{r.get('valid', {}).get('NDCG@10', float('nan')):.4f}", flush=True))
+    # count models have no refit
+    label = (f"{model}-refit" if res.refit is not None else model) + seed
+    row = {
+        "dataset": dataset, "model": label, "config": cfg.to_dict(),
+        "test": res.test, "valid": res.valid, "epochs": len(res.train.trained) or 1,
+        "best_epoch": res.train.best_epoch,
+        "seconds_per_epoch": res.train.seconds_per_epoch,
+        "total_seconds": time.perf_counter() - t0, "stop_reason": res.train.stop_reason,
+        "protocol": res.protocol, "history": res.train.history,
+    }
+    if res.refit is not None:
+        row["refit"] = {"epochs": res.refit["epochs"], "seconds": res.refit["seconds"]}
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -296,29 +317,8 @@ def main() -> None:
             if args.reuse_selection and sel is None:
                 raise SystemExit(f"--reuse-selection: no stored row {plain!r} of {dataset} ran this "
                                  f"config in {old}; run it without --reuse-selection")
-            if sel is not None:
-                row = refit_row(cfg, prepared, sel, f"{model}-refit{seed}")
-                rows = replace_row(rows, row)
-                save(rows, args.name)
-                print(markdown([row]).splitlines()[-1], flush=True)
-                continue
-            t0 = time.perf_counter()
-            res = run(cfg, None, prepared=prepared, progress=False,
-                      on_epoch=lambda r, m=model, d=dataset: print(
-                          f"  {d} {m} epoch {r['epoch']} {r['train_seconds']:.1f}s valid NDCG@10 "
-                          f"{r.get('valid', {}).get('NDCG@10', float('nan')):.4f}", flush=True))
-            # count models have no refit
-            label = (f"{model}-refit" if res.refit is not None else model) + seed
-            row = {
-                "dataset": dataset, "model": label, "config": cfg.to_dict(),
-                "test": res.test, "valid": res.valid, "epochs": len(res.train.trained) or 1,
-                "best_epoch": res.train.best_epoch,
-                "seconds_per_epoch": res.train.seconds_per_epoch,
-                "total_seconds": time.perf_counter() - t0, "stop_reason": res.train.stop_reason,
-                "protocol": res.protocol, "history": res.train.history,
-            }
-            if res.refit is not None:
-                row["refit"] = {"epochs": res.refit["epochs"], "seconds": res.refit["seconds"]}
+            row = (refit_row(cfg, prepared, sel, f"{model}-refit{seed}") if sel is not None
+                   else run_row(cfg, prepared, dataset, model, seed))
             rows = replace_row(rows, row)
             save(rows, args.name)
             print(markdown([row]).splitlines()[-1], flush=True)
