@@ -164,8 +164,9 @@ SETTINGS[("ml-1m", "hstu-deep-mh-s100")] = {**_mh, "train": {**_mh["train"], "wi
 # epochs and 0.128-0.132 from 19 to 38, against 0.1179 for the SASRec above; with the rate kept
 # constant 0.1329 at 18, then 0.121-0.131; with windows every 10 and a constant rate 0.1302 at 26;
 # one cosine over 20 or 24 epochs levels off at 0.121-0.122. Measured (both cores): validation
-# 0.1349 at epoch 25, test 0.1067 / 0.1983, 40 epochs of 3.8 s (158 s); frozen as
-# configs/sasrec-mh-ml-100k.toml
+# 0.1329 at epoch 25, test 0.1063 / 0.1994, 40 epochs of 3.3 s (137 s); frozen as
+# configs/sasrec-mh-ml-100k.toml (a first run, before the history mask's backward was made
+# deterministic, read 0.1349 and 0.1067 / 0.1983)
 SETTINGS[("ml-100k", "sasrec-mh")] = {
     "name": "sasrec",
     "model": {"max_len": 50, "dropout": 0.5, "emb_scale": False, "emb_norm": True,

@@ -235,3 +235,33 @@ def test_dropout_keeps_the_expectation_and_the_rate():
     cols = keep_mask(torch.ones(250_000, 4), 0.5).float()  # the four draws cut from one word
     assert (cols.mean(0) - 0.5).abs().max() < 5e-3
     assert (torch.corrcoef(cols.T) - torch.eye(4)).abs().max() < 1e-2
+
+
+def test_gather_rows_is_indexing_with_a_backward_that_repeats_bit_for_bit():
+    """``gather_rows`` reads what ``table[index]`` reads, and its gradient, summed over many
+    repeated indices with two threads and arriving non-contiguous (the rows used transposed in a
+    batched product, as the history mask's loss uses them), is the same on every run; advanced
+    indexing's was not (its float sums varied from run to run)."""
+    from seqrec.nn import gather_rows
+
+    g = torch.Generator().manual_seed(0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        table = torch.randn(500, 32, generator=g, requires_grad=True)
+        index = torch.randint(0, 500, (64, 50), generator=g)
+        states = torch.randn(64, 50, 32, generator=g)
+        up = torch.randn(64, 50, 50, generator=g)
+
+        def grad(rows):  # the rows used transposed, as in the history mask's [B, L, L] product
+            (out,) = torch.autograd.grad((torch.bmm(states, rows.transpose(1, 2)) * up).sum(), table)
+            return out
+
+        assert torch.equal(gather_rows(table, index), table[index])
+        grads = [grad(gather_rows(table, index)) for _ in range(10)]
+        assert torch.allclose(grads[0], grad(table[index]), rtol=1e-5, atol=1e-4)
+        assert all(torch.equal(grads[0], x) for x in grads[1:])
+        bias = torch.randn(500, generator=g)
+        assert torch.equal(gather_rows(bias, index), bias[index])  # 1-D tables too
+    finally:
+        torch.set_num_threads(old)

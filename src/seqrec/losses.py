@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqrec.chunked_softmax import full_softmax_ce, softmax_ce_rows
+from seqrec.nn import gather_rows
 
 
 def seen_logits(states: Tensor, inputs: Tensor, targets: Tensor, W: Tensor, b: Tensor | None
@@ -27,9 +28,9 @@ def seen_logits(states: Tensor, inputs: Tensor, targets: Tensor, W: Tensor, b: T
     earlier column, the position's own target). ``states [B, L, D]``, ``inputs`` and ``targets``
     ``[B, L]``: a ``[B, L, L]`` product, small next to the softmax over the catalog."""
     L = inputs.shape[1]
-    S = torch.bmm(states.float(), W.float()[inputs].transpose(1, 2))  # [B, L(pos), L(item)]
+    S = torch.bmm(states.float(), gather_rows(W.float(), inputs).transpose(1, 2))  # [B, L(pos), L(item)]
     if b is not None:
-        S = S + b.float()[inputs][:, None, :]
+        S = S + gather_rows(b.float(), inputs)[:, None, :]
     upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # [i, j]: j <= i
     earlier = upto & ~torch.eye(L, dtype=torch.bool, device=inputs.device)  # [i, j]: j < i
     first = ~((inputs[:, :, None] == inputs[:, None, :]) & earlier).any(-1)  # [B, L]
@@ -45,9 +46,9 @@ def history_masked_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: T
     candidates a ranking with seen items masked leaves. ``lse_unseen = lse + log(1 - p_seen)``,
     so the catalog pass is :func:`full_softmax_ce`'s; ``1 - p_seen`` is floored at ``1e-6``."""
     rows = softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
-    s_t = (h.float() * W.float()[targets]).sum(1)  # [P]
+    s_t = (h.float() * gather_rows(W.float(), targets)).sum(1)  # [P]
     if b is not None:
-        s_t = s_t + b.float()[targets]
+        s_t = s_t + gather_rows(b.float(), targets)
     p_seen = torch.exp(seen - (rows + s_t)[:, None]).sum(1)  # [P]
     return (rows + torch.log1p(-p_seen.clamp(max=1 - 1e-6))).mean()
 
@@ -86,10 +87,10 @@ class NegativeSampler:
 
 def _pos_neg_logits(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, neg: Tensor
                     ) -> tuple[Tensor, Tensor]:
-    pos = (h * W[targets]).sum(-1)  # [P]
-    negl = h @ W[neg].T  # [P, n]
+    pos = (h * gather_rows(W, targets)).sum(-1)  # [P]
+    negl = h @ gather_rows(W, neg).T  # [P, n]
     if b is not None:
-        pos, negl = pos + b[targets], negl + b[neg]
+        pos, negl = pos + gather_rows(b, targets), negl + gather_rows(b, neg)
     hit = neg[None, :] == targets[:, None]  # [P, n] a "negative" that is the answer
     return pos, negl.masked_fill(hit, float("-inf"))
 
@@ -132,13 +133,13 @@ def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
     costs one mean of the item table on top of :func:`full_softmax_ce`. Items :func:`excluding`
     takes out of the candidates are left out of the mean too."""
     ce = full_softmax_ce(h, W, b, targets)  # mean of lse - s_t
-    s_t = (h * W[targets]).sum(1)  # [P]
+    s_t = (h * gather_rows(W, targets)).sum(1)  # [P]
     if b is None:
         s_mean = h @ W[1:].mean(0)  # [P]
     else:  # a mean over the live items, weighted 1 / 0 (no copy of the table)
         live = (b[1:] > _EXCLUDED / 2).to(W.dtype)  # [N]
         live = live / live.sum()
-        s_t = s_t + b[targets]
+        s_t = s_t + gather_rows(b, targets)
         s_mean = h @ (live @ W[1:]) + live @ b[1:]
     return ce + eps * (s_t - s_mean).float().mean()
 

@@ -9,6 +9,17 @@ _LEVELS = 1 << 16
 """Dropout draws one 16-bit random number per element: ``p`` is applied in steps of 1/65536."""
 
 
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` (rows of a 1-D or 2-D table, any index shape) with a deterministic
+    backward. On CPU with several threads, advanced indexing's backward sums repeated indices in
+    an order that varies from run to run when the gradient reaching it is not contiguous (e.g.
+    when the rows are used transposed in a batched product, as the history mask's loss does), so
+    a training run through it did not repeat itself; ``index_select``'s backward adds the rows in
+    a fixed order (tested)."""
+    out = torch.index_select(table, 0, index.reshape(-1))
+    return out.view(*index.shape, *table.shape[1:])
+
+
 def keep_mask(x: Tensor, p: float) -> Tensor:
     """Bool tensor shaped like ``x``, each element True with probability ``1 - p'`` where ``p'``
     is ``p`` rounded to a multiple of 1/65536 (exact for 0.5, 0.25, ...).

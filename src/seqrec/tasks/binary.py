@@ -21,6 +21,7 @@ from seqrec.errors import ConfigError
 from seqrec.evaluate.ranking import history_batch
 from seqrec.losses import LossFn
 from seqrec.models.base import SequenceModel
+from seqrec.nn import gather_rows
 from seqrec.tasks.base import TaskModel
 
 
@@ -79,7 +80,7 @@ class BinaryModel(TaskModel):
     def logits(self, h: Tensor, items: Tensor, rate: Tensor) -> Tensor:
         """``h [P, Ds]`` states before the events, ``items [P]``, ``rate [P]`` the user's past
         positive rate -> ``[P]`` logits."""
-        e = self.encoder.item_table()[0][items]  # [P, Di]
+        e = gather_rows(self.encoder.item_table()[0], items)  # [P, Di]
         x = torch.cat([h, e, (rate[:, None] - 0.5) * 4], dim=-1)  # [P, Ds + Di + 1]
         bias = self.item_bias(items.clamp(max=self.n_items)).squeeze(-1)  # cold items: row N
         return self.head(x).squeeze(-1) + bias
