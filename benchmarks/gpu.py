@@ -83,9 +83,9 @@ RUNS: dict[str, dict[str, Any]] = {
     # the best CPU config (before its refit), to see the card reproduce it (and how much sooner)
     "hstu-deep-mh-s100-ml-1m": {"config": "hstu-deep-mh-s100-ml-1m.toml", "set": {}},
     # wider and longer than a CPU affords: the ML-1M target (0.195 / 0.335) is what they are for.
-    # All with the items already read taken out of the training softmax (train.mask_history, as
-    # the frozen config): on the CPU it lifted the 8-block model's best validation more than
-    # depth, width or the feed-forward layer did; and on the frozen config's overlapping windows
+    # All start from that frozen config: the items already read taken out of the training softmax
+    # (train.mask_history; on the CPU it lifted the 8-block model's best validation more than
+    # depth, width or the feed-forward layer did) and its overlapping windows (train.window_stride)
     "hstu-wide-ml-1m": {"config": "hstu-deep-mh-s100-ml-1m.toml",
                         "set": {"model.d_model": 128, "model.dropout": 0.3, "train.epochs": 100,
                                 "train.patience": 100}},

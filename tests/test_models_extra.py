@@ -8,7 +8,7 @@ from seqrec.data.preprocess import sequences_from_lists
 from seqrec.data.split import leave_one_out
 from seqrec.evaluate.protocol import evaluate
 from seqrec.models import build_model
-from seqrec.nn import Dropout, dropout_attention
+from seqrec.nn import Dropout, dropout_attention, gather_rows
 from seqrec.train.loop import train
 
 from conftest import cyclic_histories
@@ -242,8 +242,6 @@ def test_gather_rows_is_indexing_with_a_backward_that_repeats_bit_for_bit():
     repeated indices with two threads and arriving non-contiguous (the rows used transposed in a
     batched product, as the history mask's loss uses them), is the same on every run; advanced
     indexing's was not (its float sums varied from run to run)."""
-    from seqrec.nn import gather_rows
-
     g = torch.Generator().manual_seed(0)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
