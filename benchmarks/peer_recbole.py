@@ -293,6 +293,8 @@ def run_seqrec(cfg: RunConfig, prepared: Prepared) -> dict[str, Any]:
         row = {"epoch": rec["epoch"], "loss": rec.get("loss"), "train_s": rec.get("train_seconds"),
                "valid_s": rec.get("eval_seconds"), "wall_s": wall,
                sel_key: {k: valid[k] for k in ("NDCG@10", "HR@10", "MRR@10") if k in valid}}
+        if rec.get("repeat_score") is not None:  # model.repeat_bias: the score learned so far
+            row["repeat_score"] = rec["repeat_score"]
         if box and valid:
             t = time.perf_counter()
             m = evaluate(box[-1], split, "valid", other, device=resolve_device(cfg.train.device)).metrics

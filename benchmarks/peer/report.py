@@ -193,9 +193,16 @@ def notes(result: dict[str, Any]) -> list[str]:
                           if name == "hstu" else ""))
         tr = sq["config"]["train"]
         keys = ("batch_size", "lr", "lr_schedule", "epochs", "patience", "max_minutes", "loss",
-                "window_stride", "emb_weight_decay", "precision", "eval_every", "seed")
+                "window_stride", "mask_history", "emb_weight_decay", "precision", "eval_every", "seed")
         out.append(f"- seqrec settings: model {json.dumps(sq['config']['model'])}, train "
                    f"{json.dumps({k: tr[k] for k in keys if k in tr})}.")
+        if sq["config"]["model"].get("repeat_bias"):
+            learned = [e["repeat_score"] for e in sq.get("epochs", []) if "repeat_score" in e]
+            out.append("- seqrec's model learns one score added to every item the user has already "
+                       "had (`model.repeat_bias`), in training and in every unmasked ranking"
+                       + (f"; it learned {learned[-1]:+.2f} by its last epoch" if learned else "")
+                       + ". RecBole's SASRec has no such term: unmasked, it ranks seen items by "
+                       "their plain scores.")
         if tr.get("eval_every", 1) > 1:
             out.append(f"- seqrec validates every {tr['eval_every']} epochs and after the last "
                        "(RecBole after every epoch, as shipped): less validation time, and a "

@@ -3,7 +3,8 @@
 Each takes ``h [P, D]`` (sequence states at the P real positions), the item table ``W [N+1, D]`` with
 optional bias ``b [N+1]``, and ``targets [P]`` (item indices >= 1). Row 0 of ``W`` is padding and is
 never a candidate. The full softmax is :mod:`seqrec.chunked_softmax`'s kernel; the rest of the
-menu (sampled softmax, BCE, gBCE, label smoothing, history masking, excluded items) lives here.
+menu (sampled softmax, BCE, gBCE, label smoothing, history masking, the repeat bias, excluded
+items) lives here.
 """
 
 from __future__ import annotations
@@ -54,6 +55,40 @@ def history_masked_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: T
 
 
 history_masked_softmax_ce.masks_history = True  # type: ignore[attr-defined]
+
+
+def target_seen(inputs: Tensor, targets: Tensor) -> Tensor:
+    """``[P]`` bool: at each real position (``targets > 0``), whether its target is an item the
+    row has already read (a repeat)."""
+    L = inputs.shape[1]
+    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # [i, j]: j <= i
+    hit = (inputs[:, None, :] == targets[:, :, None]) & (inputs > 0)[:, None, :] & upto
+    return hit.any(-1)[targets > 0]
+
+
+def repeat_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, seen: Tensor,
+                      target_seen: Tensor, repeat: Tensor) -> Tensor:
+    """Full-softmax cross-entropy where every item already read (:func:`seen_logits`, and the
+    target when ``target_seen``) has the learned scalar ``repeat`` added to its logit.
+
+    With ``Z`` the catalog's partition function and ``p`` the probability the plain softmax gives
+    the items read, the biased one is ``Z (1 - p + e^repeat p)``, so the catalog pass is
+    :func:`full_softmax_ce`'s and the bias costs a ``[P, L]`` sum. As ``repeat -> -inf`` this is
+    :func:`history_masked_softmax_ce`; at 0, the plain softmax. Data where people never repeat
+    drive it down, data of repeat purchases up."""
+    rows = softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
+    s_t = (h.float() * gather_rows(W.float(), targets)).sum(1)  # [P]
+    if b is not None:
+        s_t = s_t + gather_rows(b.float(), targets)
+    lse = rows + s_t
+    ts = target_seen.float()
+    p = torch.exp(seen - lse[:, None]).sum(1) + ts * torch.exp(-rows)  # [P]
+    r = repeat.float()
+    return (rows + torch.log((1 - p).clamp(min=0) + torch.exp(r) * p) - r * ts).mean()
+
+
+repeat_softmax_ce.masks_history = True  # type: ignore[attr-defined]
+repeat_softmax_ce.uses_repeat = True  # type: ignore[attr-defined]
 
 
 class NegativeSampler:
@@ -146,11 +181,21 @@ def smoothed_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
 
 def make_loss(name: str, *, n_items: int, negatives: int = 256, sampler: str = "uniform",
               logq: bool = True, gbce_t: float = 0.75, item_counts: Tensor | None = None,
-              label_smoothing: float = 0.0, mask_history: bool = False) -> LossFn:
+              label_smoothing: float = 0.0, mask_history: bool = False,
+              repeat_bias: bool = False) -> LossFn:
     """The loss menu behind one switch: ``softmax``, ``sampled``, ``bce`` or ``gbce``.
 
-    A loss with ``masks_history`` set takes the ``seen`` logits of :func:`seen_logits` too."""
+    A loss with ``masks_history`` set takes the ``seen`` logits of :func:`seen_logits` too; one
+    with ``uses_repeat`` (``repeat_bias``: the model learns a score for items already read) also
+    ``target_seen`` and the model's ``repeat`` logit."""
+    if repeat_bias and (name != "softmax" or label_smoothing > 0 or mask_history):
+        raise ValueError("model.repeat_bias is learned by the full softmax (train.loss = 'softmax') "
+                         "without label_smoothing or train.mask_history (the mask is its -inf "
+                         f"limit); got loss = {name!r}, label_smoothing = {label_smoothing}, "
+                         f"mask_history = {mask_history}")
     if name == "softmax":
+        if repeat_bias:
+            return repeat_softmax_ce
         if mask_history:
             return history_masked_softmax_ce
         if label_smoothing > 0:
@@ -194,6 +239,7 @@ def excluding(loss_fn: LossFn, items: Tensor | np.ndarray) -> LossFn:
         return loss_fn(h, W, bias(W, b), targets, **kw)
 
     loss.masks_history = getattr(loss_fn, "masks_history", False)  # type: ignore[attr-defined]
+    loss.uses_repeat = getattr(loss_fn, "uses_repeat", False)  # type: ignore[attr-defined]
     return loss
 
 

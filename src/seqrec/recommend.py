@@ -113,10 +113,11 @@ class Recommender:
             lengths = np.array([len(idx) for idx, _ in part], dtype=np.int64)
             flat = np.concatenate([idx for idx, _ in part] + [np.zeros(0, dtype=np.int64)])
             ends = np.cumsum(lengths)
+            bias = None if exclude_seen else self.model.seen_bias()  # learned repeat score
             hist, seen = history_batch(flat, ends - lengths, ends, self.model.max_len, self.device,
-                                       exclude_seen)
+                                       exclude_seen or bias is not None)
             _, top_s, top_i = rank_and_topk(self.model.query(hist), self.W, self.b, seen=seen, k=k,
-                                              WT=self.WT)
+                                              WT=self.WT, seen_bias=bias)
             for (_, unknown), s_row, i_row in zip(part, top_s.cpu().numpy(), top_i.cpu().numpy()):
                 keep = i_row > 0  # fewer than k rankable items leave empty slots
                 ids = i_row[keep]

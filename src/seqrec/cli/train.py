@@ -163,6 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _epoch_line(rec: dict[str, Any]) -> None:
     valid = rec.get("valid") or {}
     loss = "" if rec.get("loss") is None else f" loss {rec['loss']:.4f}"
+    if rec.get("repeat_score") is not None:
+        loss += f" repeat score {rec['repeat_score']:+.2f}"
     shown = [k for k in ("NDCG@10", "HR@10", "KL", "top1_accuracy", "AUC", "log_loss") if k in valid]
     print(f"epoch {rec['epoch']}:{loss} {rec['train_seconds']:.1f}s{_speed(rec)} valid "
           + " ".join(f"{k} {valid[k]:.4f}" for k in shown), file=sys.stderr, flush=True)

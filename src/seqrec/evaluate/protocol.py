@@ -86,6 +86,8 @@ def evaluate(
     model.eval()
     W, b = model.ranking_table()
     WT = transposed(W)
+    # unmasked, a model that learned a repeat score adds it to the items it has already had
+    seen_bias = None if cfg.mask_seen else model.seen_bias()
     k_max = max(cfg.ks)
     all_ranks, all_targets, all_users, counts, tops = [], [], [], [], []
     n_cols = min(W.shape[0], cfg.item_chunk)
@@ -97,14 +99,14 @@ def evaluate(
         bs = max(1, min(cfg.batch_size, (1 << 26) // max(1, max_t * n_cols)))
         sl = slice(pos, pos + bs)
         hist, seen = history_batch(seqs.items, es.hist_start[sl], es.hist_end[sl], model.max_len,
-                                   device, cfg.mask_seen)
+                                   device, cfg.mask_seen or seen_bias is not None)
         times = None
         if model.uses_time and seqs.times is not None:
             times = history_times(seqs.times, es.hist_start[sl], es.hist_end[sl], model.max_len, device)
         tgt_np = _dedupe_rows(pad_ragged(seqs.items, es.tgt_start[sl], es.tgt_end[sl]))
         targets = torch.from_numpy(tgt_np).to(device)
         ranks, _, top = rank_and_topk(model.query(hist, times), W, b, seen=seen, targets=targets,
-                                      k=k_max, chunk=cfg.item_chunk, WT=WT)
+                                      k=k_max, chunk=cfg.item_chunk, WT=WT, seen_bias=seen_bias)
         real = tgt_np > 0
         all_ranks.append(ranks.cpu().numpy()[real])
         all_targets.append(tgt_np[real])
@@ -136,7 +138,10 @@ def evaluate(
         "items_ranked": int(seqs.n_items),
         "ranking": "full: every catalog item is a candidate (no sampled negatives)",
         "mask_seen": cfg.mask_seen,
-        "mask_rule": MASK_RULE if cfg.mask_seen else "no masking: seen items stay in the ranking",
+        "mask_rule": MASK_RULE if cfg.mask_seen else (
+            "no masking: seen items stay in the ranking" + (
+                "" if seen_bias is None else
+                f", each scored {seen_bias:+.4g} by the model's learned repeat score")),
         "targets_masked": int(np.isinf(ranks).sum()),
         "ties": "equal scores are ordered by item index (lower first)",
     }

@@ -22,8 +22,20 @@ def _count_above(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     return torch.sub(a, b, out=out).clamp_(min=0).sign_().sum(-1)
 
 
-def _mask_chunk(s: Tensor, start: int, seen: Tensor | None) -> None:
-    """Set padding (index 0) and ``seen`` items (``[B, H]``, 0-padded) to -inf in chunk ``s``."""
+def _mask_chunk(s: Tensor, start: int, seen: Tensor | None, seen_bias: float | None = None) -> None:
+    """Set padding (index 0) and ``seen`` items (``[B, H]``, 0-padded) to -inf in chunk ``s``;
+    with ``seen_bias``, add it to each seen item's score once instead (repeats in ``seen`` too)."""
+    if seen_bias is not None:
+        col0 = s[:, 0].clone()
+        if seen is not None:
+            local = seen - start  # [B, H]
+            ok = (seen > 0) & (local >= 0) & (local < s.shape[1])
+            idx = torch.where(ok, local, 0)
+            # values read before any write: an item listed twice gets the bias once
+            s.scatter_(1, idx, s.gather(1, idx) + seen_bias)  # misses land on column 0 ...
+            col0 = torch.where((ok & (local == 0)).any(1), col0 + seen_bias, col0)
+        s[:, 0] = NEG_INF if start == 0 else col0  # ... restored here
+        return
     if start == 0:
         s[:, 0] = NEG_INF
         if seen is not None:  # padding and items past the chunk land on column 0, already -inf
@@ -82,10 +94,12 @@ def rank_and_topk(
     k: int = 0,
     chunk: int = 262_144,
     WT: Tensor | None = None,
+    seen_bias: float | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Ranks of ``targets`` and the top ``k`` items for query vectors ``q [B, D]``.
 
-    ``W [N+1, D]``/``b``: the item table. ``seen [B, H]``: items to mask (0 = none). ``targets
+    ``W [N+1, D]``/``b``: the item table. ``seen [B, H]``: items to mask (0 = none), or, with
+    ``seen_bias`` (a model's learned repeat score), to score ``seen_bias`` higher. ``targets
     [B, T]``: 0-padded target indices. Returns ``ranks [B, T]`` (float; ``inf`` for padding and
     masked targets), ``top_scores [B, k]`` and ``top_items [B, k]`` (item index 0 with score -inf
     fills rows that have fewer than ``k`` rankable items). ``WT``: optionally the same table
@@ -105,7 +119,11 @@ def rank_and_topk(
             tgt_scores = tgt_scores + b[targets]
         rankable = targets > 0
         if seen is not None:
-            rankable &= ~(targets[:, :, None] == seen[:, None, :]).any(-1)
+            again = (targets[:, :, None] == seen[:, None, :]).any(-1)  # [B, T]
+            if seen_bias is None:
+                rankable &= ~again
+            else:
+                tgt_scores = tgt_scores + again * seen_bias
         t_score = torch.where(rankable, tgt_scores, torch.full_like(tgt_scores, float("nan")))
         counts = torch.zeros(targets.shape, dtype=torch.float64, device=dev)
     if targets is not None:  # reused by every count
@@ -122,7 +140,7 @@ def rank_and_topk(
         else:
             torch.addmm(b[start:stop], q, Wc, out=s)
         s.nan_to_num_(nan=NEG_INF)  # a diverged model's NaN scores are never ranked above anything
-        _mask_chunk(s, start, seen)
+        _mask_chunk(s, start, seen, seen_bias)
         if t_score is not None:
             # a target's reference score is its own entry of this very matmul when it lies in the
             # chunk, so rounding can never rank a target above or below itself

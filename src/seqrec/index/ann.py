@@ -118,16 +118,28 @@ class FaissIndex:
         _, labels = self.index.search(np.ascontiguousarray(Q.numpy()), n)  # [B, n], -1 = none
         return torch.from_numpy(labels + 1).to(self.W.device)  # [B, n]
 
-    def search(self, q: Tensor, k: int, seen: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def search(self, q: Tensor, k: int, seen: Tensor | None = None,
+               seen_bias: float | None = None) -> tuple[Tensor, Tensor]:
         n_seen = int((seen > 0).sum(1).max()) if seen is not None and seen.numel() else 0
         n_cand = max(1, min(k + n_seen, self.n_items))
         cand = self.candidates(q, n_cand)  # [B, C]
+        n_ann = cand.shape[1]
+        if n_seen and seen_bias is not None:
+            # every seen item is a candidate too, scored exactly with the bias (once each)
+            assert seen is not None
+            srt = torch.sort(seen, dim=1).values
+            srt[:, 1:] = torch.where(srt[:, 1:] == srt[:, :-1], 0, srt[:, 1:])
+            cand = torch.cat([cand, srt], 1)  # [B, C + H]
         s = (q[:, None, :] * self.W[cand]).sum(-1)  # [B, C] exact scores of the candidates
         if self.b is not None:
             s = s + self.b[cand]
         drop = cand == 0
         if n_seen:
-            drop |= ((cand[:, :, None] == seen[:, None, :]) & (seen[:, None, :] > 0)).any(-1)
+            assert seen is not None
+            in_seen = ((cand[:, :n_ann, None] == seen[:, None, :]) & (seen[:, None, :] > 0)).any(-1)
+            drop[:, :n_ann] |= in_seen  # with a bias they come back once, from the seen columns
+            if seen_bias is not None:
+                s[:, n_ann:] += seen_bias
         s = s.masked_fill(drop, NEG_INF)
         o = torch.argsort(cand, dim=1)  # item order first, so equal scores go to lower items
         cand, s = cand.gather(1, o), s.gather(1, o)

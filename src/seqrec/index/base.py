@@ -9,15 +9,17 @@ from torch import Tensor
 
 
 class TopKIndex(Protocol):
-    """``search(q [B, D], k, seen [B, H] | None) -> (scores [B, k], items [B, k])``.
+    """``search(q [B, D], k, seen [B, H] | None, seen_bias) -> (scores [B, k], items [B, k])``.
 
     Items are 1-based indices, best first, ties by the lower index; rows with fewer than ``k``
-    rankable items end in item 0 with score ``-inf`` (as in the ranking engine).
+    rankable items end in item 0 with score ``-inf`` (as in the ranking engine). ``seen`` items
+    are left out, or with ``seen_bias`` (a model's learned repeat score) scored that much higher.
     """
 
     kind: str
 
-    def search(self, q: Tensor, k: int, seen: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+    def search(self, q: Tensor, k: int, seen: Tensor | None = None,
+               seen_bias: float | None = None) -> tuple[Tensor, Tensor]: ...
 
     def describe(self) -> dict[str, Any]:
         """JSON-able facts about the index (kind, size, parameters)."""

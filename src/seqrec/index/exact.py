@@ -20,8 +20,10 @@ class ExactIndex:
         self.b = None if b is None else b.detach()  # [N+1]
         self.WT = transposed(self.W)  # [D, N+1]
 
-    def search(self, q: Tensor, k: int, seen: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _, scores, items = rank_and_topk(q, self.W, self.b, seen=seen, k=k, WT=self.WT)
+    def search(self, q: Tensor, k: int, seen: Tensor | None = None,
+               seen_bias: float | None = None) -> tuple[Tensor, Tensor]:
+        _, scores, items = rank_and_topk(q, self.W, self.b, seen=seen, k=k, WT=self.WT,
+                                         seen_bias=seen_bias)
         assert scores is not None and items is not None
         return scores, items  # [B, k], [B, k]
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from seqrec.chunked_softmax import full_softmax_ce
 from seqrec.config import FusionConfig
-from seqrec.losses import LossFn, real_positions, seen_logits
+from seqrec.losses import LossFn, real_positions, seen_logits, target_seen
 from seqrec.nn import Dropout
 
 if TYPE_CHECKING:
@@ -31,6 +31,11 @@ class ModelConfig:
     """Only the last ``max_len`` items of a history are read."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
     """How items become vectors: ids only (default), content only, or fused (``[model.fusion]``)."""
+    repeat_bias: bool = False
+    """Learn one score added to every item the user has already had (training: the full softmax
+    over every item; ranking: whenever seen items are not masked). Where people never repeat
+    (films rated once) it learns a large negative value and unmasked rankings stop offering what
+    was already had; where they do (repeat purchases) it learns how much. Causal models only."""
 
 
 class SequenceModel(nn.Module):
@@ -48,6 +53,17 @@ class SequenceModel(nn.Module):
         self.content = content
         """:class:`~seqrec.content.features.ItemFeatures` (or their schema) for content-aware item
         encoders; ``None`` for ids only."""
+        repeat = getattr(config, "repeat_bias", False)
+        if repeat and not self.trainable:
+            raise ValueError(f"model.repeat_bias is learned by gradient training; {self.name} "
+                             "is fitted by counting")
+        self.repeat_logit = nn.Parameter(torch.zeros(())) if repeat else None
+        """The learned score of items already had (:attr:`ModelConfig.repeat_bias`), else ``None``."""
+
+    def seen_bias(self) -> float | None:
+        """What ranking adds to the score of each item in the history when it does not mask them:
+        the learned repeat score, or ``None`` (no model of repeats: seen items score as any)."""
+        return None if self.repeat_logit is None else float(self.repeat_logit.detach())
 
     def item_encoder(self, dim: int, init_std: float | None = None) -> nn.Module:
         """The model's :class:`~seqrec.content.fusion.ItemEncoder`: ``[...] -> [..., dim]`` item
@@ -142,6 +158,12 @@ class SequenceModel(nn.Module):
         states = self.encode(inputs, times)  # [B, L, D]
         h, t = real_positions(states, targets)  # [P, D], [P]
         W, b = self.item_table()
+        if getattr(loss_fn, "uses_repeat", False) != (self.repeat_logit is not None):
+            raise ValueError("model.repeat_bias and the loss disagree: build the loss with "
+                             "make_loss(..., repeat_bias=True) exactly when the model has one")
+        if getattr(loss_fn, "uses_repeat", False):
+            return loss_fn(h, W, b, t, seen=seen_logits(states, inputs, targets, W, b),
+                           target_seen=target_seen(inputs, targets), repeat=self.repeat_logit)
         if getattr(loss_fn, "masks_history", False):
             return loss_fn(h, W, b, t, seen=seen_logits(states, inputs, targets, W, b))
         return loss_fn(h, W, b, t)

@@ -49,6 +49,9 @@ class BERT4Rec(SequenceModel):
         super().__init__(config, n_items, content)
         if config.max_len < 2:
             raise ValueError("BERT4Rec needs max_len >= 2 (history plus the [MASK])")
+        if config.repeat_bias:
+            raise ValueError("model.repeat_bias is for causal models: BERT4Rec reads items on both "
+                             "sides of a masked position, so what it 'has already had' is not the past")
         d = config.d_model
         self.items = self.item_encoder(d)
         self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)  # the [MASK] token's vector

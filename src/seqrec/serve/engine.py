@@ -4,7 +4,8 @@ A history (the artifact's events of a known user, then their live events) is tur
 indices, read by the model (:func:`history_batch` left-pads its last ``max_len`` items, as in
 evaluation; recurrent models continue a cached state instead when the history fits in
 ``max_len``), and ranked by the index: the ranking engine itself (:func:`rank_and_topk`) for
-small catalogs, a faiss ANN index for large ones. Seen items are masked as in evaluation. For a
+small catalogs, a faiss ANN index for large ones. Seen items are masked as in evaluation (or,
+unmasked, scored with the model's learned repeat score when it has one). For a
 single request with the exact index the answer is identical to :class:`seqrec.recommend.Recommender`
 (tested).
 """
@@ -202,15 +203,25 @@ class Engine:
                 hist, _ = history_batch(flat, starts[rows], ends[rows], self.model.max_len, "cpu",
                                         False)
                 q[rows] = self.query(hist)
-        seen = None
+        k = max(q_.k for q_ in queries)
         excl = np.array([q_.exclude_seen for q_ in queries])
-        if excl.any():
+        bias = self.model.seen_bias()  # a learned repeat score, for rows that keep seen items
+        seen = None
+        if excl.any() or bias is not None:
             _, seen = history_batch(flat, starts, ends, self.model.max_len, "cpu", True)
             assert seen is not None
-            if not excl.all():
+        if bias is None or excl.all():
+            if seen is not None and not excl.all():
                 seen[torch.from_numpy(~excl)] = 0  # [B, H]; rows that keep seen items
-        k = max(q_.k for q_ in queries)
-        top_s, top_i = self.index.search(q, k, seen)
+            top_s, top_i = self.index.search(q, k, seen)
+        else:
+            assert seen is not None
+            top_s = torch.empty(B, k, dtype=self.W.dtype)
+            top_i = torch.empty(B, k, dtype=torch.long)
+            for rows, b_ in ((np.flatnonzero(excl), None), (np.flatnonzero(~excl), bias)):
+                if len(rows):
+                    r = torch.from_numpy(rows)
+                    top_s[r], top_i[r] = self.index.search(q[r], k, seen[r], b_)
         out = []
         for j, query in enumerate(queries):
             s_row = top_s[j, : query.k].tolist()

@@ -45,6 +45,9 @@ class TaskModel(SequenceModel):
         super().__init__(encoder.config, encoder.n_items, encoder.content)
         if not encoder.trainable:
             raise ValueError(f"the {self.task} task needs a neural sequence encoder, not {encoder.name!r}")
+        if encoder.repeat_logit is not None:
+            raise ValueError(f"model.repeat_bias scores items for next-item ranking; the {self.task} "
+                             "task ranks nothing")
         self.encoder = encoder
         self.name = encoder.name  # type: ignore[misc]  # the artifact rebuilds this encoder
         self.uses_time = encoder.uses_time  # type: ignore[misc]

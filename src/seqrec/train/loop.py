@@ -194,7 +194,7 @@ def train(
     labels_tr = split.train_labels() if model.uses_labels else None
     loss_fn = make_loss(cfg.loss, n_items=seqs.n_items, negatives=cfg.negatives, sampler=cfg.sampler,
                         logq=cfg.logq, gbce_t=cfg.gbce_t, label_smoothing=cfg.label_smoothing,
-                        mask_history=cfg.mask_history,
+                        mask_history=cfg.mask_history, repeat_bias=model.repeat_logit is not None,
                         item_counts=torch.from_numpy(split.train_item_counts()))
     if split.cold_items is not None and len(split.cold_items):
         # held-out items are unknown to training: never candidates, no id vector in fused encoders
@@ -292,6 +292,8 @@ def train(
             "floor_seconds": flops / (result.matmul_gflops * 1e9),
             "matmul_gflops": result.matmul_gflops,  # the ceiling the floor is measured against
         }
+        if model.seen_bias() is not None:
+            rec["repeat_score"] = model.seen_bias()  # what the model learned of repeats so far
         if epoch % cfg.eval_every == 0 or epoch == last:
             t1 = time.perf_counter()
             valid = validate(model)
