@@ -132,3 +132,17 @@ def test_the_script_takes_its_modes_and_report_from_the_helpers():
     assert args.datasets == ["ml-100k"] and args.modes == ["no-anomaly"]
     assert set(script.MODES) == set(report.MODES) and script.markdown.__name__ == "markdown"
     assert args.venv == ROOT / "benchmarks" / ".venv-recbole"
+
+
+def test_markdown_says_when_seqrec_learns_a_repeat_score():
+    """A seqrec side with ``model.repeat_bias`` is named as such, with the last learned value."""
+    stored = ROOT / "benchmarks" / "results" / "peer-sasrec-repeat" / "peer_recbole_ml-100k.json"
+    result = copy.deepcopy(json.loads(stored.read_text()))
+    assert result["seqrec"]["config"]["model"]["repeat_bias"] is True
+    md = report.markdown(result)
+    assert "(`model.repeat_bias`), in training and in every unmasked ranking." in md
+    assert "MET (time ratio" in md and "NOT MET" not in md
+    result["seqrec"]["epochs"][-1]["repeat_score"] = -2.6917
+    assert "it learned -2.69 by its last epoch" in report.markdown(result)
+    result["seqrec"]["config"]["model"]["repeat_bias"] = False
+    assert "learns one score added" not in report.markdown(result)
