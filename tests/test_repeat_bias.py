@@ -193,3 +193,19 @@ def test_repeat_bias_is_refused_where_it_has_no_meaning():
         rebuild_task(model, {"name": "binary", "threshold": 4.0}, n_items=n)
     with pytest.raises(ValueError, match="disagree"):
         model.loss(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("spec", [{"name": "hstu", "d_model": 16},
+                                  {"name": "gru4rec", "embed_dim": 16, "hidden_dim": 16},
+                                  {"name": "lstm", "embed_dim": 16, "hidden_dim": 16}])
+def test_every_causal_model_learns_a_repeat_score(spec):
+    """The option lives in the base model: HSTU and the recurrent models learn it too, and what
+    they save and load holds it."""
+    split = leave_one_out(sequences_from_lists(_no_repeats()))
+    model = build_model({**spec, "max_len": 20, "repeat_bias": True}, split.seqs.n_items, 0)
+    train(model, split, TrainConfig(epochs=2, batch_size=16, lr=1e-2, device="cpu"),
+          EvalConfig(ks=[10], mask_seen=False), progress=False)
+    assert model.seen_bias() < -0.1
+    again = build_model({**spec, "max_len": 20, "repeat_bias": True}, split.seqs.n_items, 1)
+    again.load_state_dict(model.state_dict())
+    assert again.seen_bias() == model.seen_bias()
