@@ -47,6 +47,23 @@ def ml100k_slice(tmp_path_factory, data_dir) -> Path:
     return out
 
 
+def repeat_window_case(seed: int, with_bias: bool):
+    """Training windows with left padding and a repeat that is also a target, over a catalog
+    small enough that repeats are frequent, with states and an item table that need gradients:
+    ``(x, y, states, W, b, N)``, ``x``/``y`` ``[4, 9]`` inputs and targets."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    B, L, N, D = 4, 9, 12, 5
+    window = torch.randint(1, N + 1, (B, L + 1), generator=g)
+    window[0, :4] = 0  # left padding
+    window[1, 3] = window[1, 6] = window[1, 8]  # a repeat that is also a target
+    states = torch.randn(B, L, D, generator=g, requires_grad=True)
+    W = torch.randn(N + 1, D, generator=g, requires_grad=True)
+    b = torch.randn(N + 1, generator=g, requires_grad=True) if with_bias else None
+    return window[:, :-1], window[:, 1:], states, W, b, N
+
+
 def cyclic_histories(n_users: int = 240, n_items: int = 12, seed: int = 0) -> list[list[int]]:
     """Each user walks a fixed cycle of ``n_items`` items from a random start: the next item is a
     deterministic function of the current one, and every item is equally popular."""

@@ -5,6 +5,8 @@ import torch
 
 from seqrec.chunked_softmax import _ChunkedSoftmaxCE, _chunk_size, full_softmax_ce, softmax_ce_reference
 
+from conftest import repeat_window_case
+
 
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: logits hundreds of nats apart
@@ -222,15 +224,8 @@ def test_history_masked_softmax_equals_softmax_without_seen_items(with_bias):
         seen_logits,
     )
 
-    g = torch.Generator().manual_seed(3)
-    B, L, N, D = 4, 9, 12, 5  # a small catalog: repeats and history targets are frequent
-    window = torch.randint(1, N + 1, (B, L + 1), generator=g)
-    window[0, :4] = 0  # left padding
-    window[1, 3] = window[1, 6] = window[1, 8]  # a repeat that is also a target
-    x, y = window[:, :-1], window[:, 1:]
-    states = torch.randn(B, L, D, generator=g, requires_grad=True)
-    W = torch.randn(N + 1, D, generator=g, requires_grad=True)
-    b = torch.randn(N + 1, generator=g, requires_grad=True) if with_bias else None
+    x, y, states, W, b, N = repeat_window_case(3, with_bias)
+    B, L = x.shape
     params = [p for p in (states, W, b) if p is not None]
     assert make_loss("softmax", n_items=N, mask_history=True) is history_masked_softmax_ce
 

@@ -18,7 +18,7 @@ from seqrec.serve.engine import Engine, EngineOptions, Query
 from seqrec.train.loop import train
 
 from _serve_support import tiny_artifact
-from conftest import cyclic_histories
+from conftest import cyclic_histories, repeat_window_case
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -26,15 +26,8 @@ from conftest import cyclic_histories
 def test_repeat_softmax_is_the_softmax_with_seen_items_shifted(with_bias, r):
     """Value and gradients (the repeat score's too) equal a plain cross-entropy whose logits of
     the distinct items read so far, the target included when it is a repeat, are raised by r."""
-    g = torch.Generator().manual_seed(4)
-    B, L, N, D = 4, 9, 12, 5  # a small catalog: repeats and repeated targets are frequent
-    window = torch.randint(1, N + 1, (B, L + 1), generator=g)
-    window[0, :4] = 0  # left padding
-    window[1, 3] = window[1, 6] = window[1, 8]  # a repeat that is also a target
-    x, y = window[:, :-1], window[:, 1:]
-    states = torch.randn(B, L, D, generator=g, requires_grad=True)
-    W = torch.randn(N + 1, D, generator=g, requires_grad=True)
-    b = torch.randn(N + 1, generator=g, requires_grad=True) if with_bias else None
+    x, y, states, W, b, N = repeat_window_case(4, with_bias)
+    B, L = x.shape
     rep = torch.tensor(r, requires_grad=True)
     params = [p for p in (states, W, b, rep) if p is not None]
     assert make_loss("softmax", n_items=N, repeat_bias=True) is repeat_softmax_ce

@@ -41,16 +41,23 @@ def seen_logits(states: Tensor, inputs: Tensor, targets: Tensor, W: Tensor, b: T
     return S[real].masked_fill(~keep[real], float("-inf"))  # [P, L]
 
 
+def _rows_and_lse(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``[P]`` each position's full-softmax loss ``lse - s_t`` (:func:`softmax_ce_rows`) and
+    its ``lse``, in float32: what the losses that reweigh the items already read start from."""
+    rows = softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
+    s_t = (h.float() * gather_rows(W.float(), targets)).sum(1)  # [P]
+    if b is not None:
+        s_t = s_t + gather_rows(b.float(), targets)
+    return rows, rows + s_t
+
+
 def history_masked_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor,
                               seen: Tensor) -> Tensor:
     """Full-softmax cross-entropy over the items not in ``seen`` (:func:`seen_logits`), the
     candidates a ranking with seen items masked leaves. ``lse_unseen = lse + log(1 - p_seen)``,
     so the catalog pass is :func:`full_softmax_ce`'s; ``1 - p_seen`` is floored at ``1e-6``."""
-    rows = softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
-    s_t = (h.float() * gather_rows(W.float(), targets)).sum(1)  # [P]
-    if b is not None:
-        s_t = s_t + gather_rows(b.float(), targets)
-    p_seen = torch.exp(seen - (rows + s_t)[:, None]).sum(1)  # [P]
+    rows, lse = _rows_and_lse(h, W, b, targets)
+    p_seen = torch.exp(seen - lse[:, None]).sum(1)  # [P]
     return (rows + torch.log1p(-p_seen.clamp(max=1 - 1e-6))).mean()
 
 
@@ -76,11 +83,7 @@ def repeat_softmax_ce(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor, s
     :func:`full_softmax_ce`'s and the bias costs a ``[P, L]`` sum. As ``repeat -> -inf`` this is
     :func:`history_masked_softmax_ce`; at 0, the plain softmax. Data where people never repeat
     drive it down, data of repeat purchases up."""
-    rows = softmax_ce_rows(h, W, b, targets)  # [P] lse - s_t
-    s_t = (h.float() * gather_rows(W.float(), targets)).sum(1)  # [P]
-    if b is not None:
-        s_t = s_t + gather_rows(b.float(), targets)
-    lse = rows + s_t
+    rows, lse = _rows_and_lse(h, W, b, targets)
     ts = target_seen.float()
     p = torch.exp(seen - lse[:, None]).sum(1) + ts * torch.exp(-rows)  # [P]
     r = repeat.float()

@@ -25,29 +25,19 @@ def _count_above(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
 def _mask_chunk(s: Tensor, start: int, seen: Tensor | None, seen_bias: float | None = None) -> None:
     """Set padding (index 0) and ``seen`` items (``[B, H]``, 0-padded) to -inf in chunk ``s``;
     with ``seen_bias``, add it to each seen item's score once instead (repeats in ``seen`` too)."""
-    if seen_bias is not None:
+    if seen is not None:
+        local = seen - start  # [B, H]
+        ok = (seen > 0) & (local >= 0) & (local < s.shape[1])
+        idx = torch.where(ok, local, 0)  # misses land on column 0, restored below
         col0 = s[:, 0].clone()
-        if seen is not None:
-            local = seen - start  # [B, H]
-            ok = (seen > 0) & (local >= 0) & (local < s.shape[1])
-            idx = torch.where(ok, local, 0)
-            # values read before any write: an item listed twice gets the bias once
-            s.scatter_(1, idx, s.gather(1, idx) + seen_bias)  # misses land on column 0 ...
-            col0 = torch.where((ok & (local == 0)).any(1), col0 + seen_bias, col0)
-        s[:, 0] = NEG_INF if start == 0 else col0  # ... restored here
-        return
+        if seen_bias is None:
+            s.scatter_(1, idx, NEG_INF)
+        else:  # values read before any write: an item listed twice gets the bias once
+            s.scatter_(1, idx, s.gather(1, idx) + seen_bias)
+        shift = NEG_INF if seen_bias is None else seen_bias
+        s[:, 0] = torch.where((ok & (local == 0)).any(1), col0 + shift, col0)
     if start == 0:
         s[:, 0] = NEG_INF
-        if seen is not None:  # padding and items past the chunk land on column 0, already -inf
-            s.scatter_(1, torch.where(seen < s.shape[1], seen, 0), NEG_INF)
-        return
-    if seen is None:
-        return
-    local = seen - start  # [B, H]
-    ok = (seen > 0) & (local >= 0) & (local < s.shape[1])
-    col0 = s[:, 0].clone()
-    s.scatter_(1, torch.where(ok, local, 0), NEG_INF)  # misses land on column 0, restored below
-    s[:, 0] = torch.where((ok & (local == 0)).any(1), NEG_INF, col0)
 
 
 def _topk_exact(s: Tensor, k: int) -> tuple[Tensor, Tensor]:

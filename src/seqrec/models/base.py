@@ -158,10 +158,11 @@ class SequenceModel(nn.Module):
         states = self.encode(inputs, times)  # [B, L, D]
         h, t = real_positions(states, targets)  # [P, D], [P]
         W, b = self.item_table()
-        if getattr(loss_fn, "uses_repeat", False) != (self.repeat_logit is not None):
+        repeat = getattr(loss_fn, "uses_repeat", False)
+        if repeat != (self.repeat_logit is not None):
             raise ValueError("model.repeat_bias and the loss disagree: build the loss with "
                              "make_loss(..., repeat_bias=True) exactly when the model has one")
-        if getattr(loss_fn, "uses_repeat", False):
+        if repeat:
             return loss_fn(h, W, b, t, seen=seen_logits(states, inputs, targets, W, b),
                            target_seen=target_seen(inputs, targets), repeat=self.repeat_logit)
         if getattr(loss_fn, "masks_history", False):

@@ -292,8 +292,9 @@ def train(
             "floor_seconds": flops / (result.matmul_gflops * 1e9),
             "matmul_gflops": result.matmul_gflops,  # the ceiling the floor is measured against
         }
-        if model.seen_bias() is not None:
-            rec["repeat_score"] = model.seen_bias()  # what the model learned of repeats so far
+        repeat = model.seen_bias()  # what the model learned of repeats so far
+        if repeat is not None:
+            rec["repeat_score"] = repeat
         if epoch % cfg.eval_every == 0 or epoch == last:
             t1 = time.perf_counter()
             valid = validate(model)
