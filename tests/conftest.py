@@ -64,6 +64,24 @@ def repeat_window_case(seed: int, with_bias: bool):
     return window[:, :-1], window[:, 1:], states, W, b, N
 
 
+def window_positions(x, y, states, W, b, N):
+    """Brute force over ``repeat_window_case``'s rows: for each real position (``y > 0``), in row
+    order, ``(logits [N + 1], had [N + 1] bool, target)`` where ``had`` marks the distinct items
+    read up to and including that position (never the padding index 0)."""
+    import torch
+
+    B, L = x.shape
+    for i in range(B):
+        for j in range(L):
+            if y[i, j] == 0:
+                continue
+            logits = states[i, j] @ W.T + (b if b is not None else 0)  # [N + 1]
+            had = torch.zeros(N + 1, dtype=torch.bool)
+            had[x[i, : j + 1]] = True
+            had[0] = False
+            yield logits, had, y[i, j]
+
+
 def cyclic_histories(n_users: int = 240, n_items: int = 12, seed: int = 0) -> list[list[int]]:
     """Each user walks a fixed cycle of ``n_items`` items from a random start: the next item is a
     deterministic function of the current one, and every item is equally popular."""

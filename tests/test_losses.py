@@ -5,7 +5,7 @@ import torch
 
 from seqrec.chunked_softmax import _ChunkedSoftmaxCE, _chunk_size, full_softmax_ce, softmax_ce_reference
 
-from conftest import repeat_window_case
+from conftest import repeat_window_case, window_positions
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -225,7 +225,6 @@ def test_history_masked_softmax_equals_softmax_without_seen_items(with_bias):
     )
 
     x, y, states, W, b, N = repeat_window_case(3, with_bias)
-    B, L = x.shape
     params = [p for p in (states, W, b) if p is not None]
     assert make_loss("softmax", n_items=N, mask_history=True) is history_masked_softmax_ce
 
@@ -234,16 +233,11 @@ def test_history_masked_softmax_equals_softmax_without_seen_items(with_bias):
     grads = torch.autograd.grad(got, params)
 
     rows = []
-    for i in range(B):
-        for j in range(L):
-            if y[i, j] == 0:
-                continue
-            logits = states[i, j] @ W.T + (b if b is not None else 0)  # [N + 1]
-            out = torch.zeros(N + 1, dtype=torch.bool)
-            out[0] = True
-            out[x[i, : j + 1]] = True
-            out[y[i, j]] = False
-            rows.append(torch.logsumexp(logits.masked_fill(out, float("-inf")), 0) - logits[y[i, j]])
+    for logits, had, target in window_positions(x, y, states, W, b, N):
+        out = had.clone()
+        out[0] = True
+        out[target] = False
+        rows.append(torch.logsumexp(logits.masked_fill(out, float("-inf")), 0) - logits[target])
     ref = torch.stack(rows).mean()
     grads_ref = torch.autograd.grad(ref, params)
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)

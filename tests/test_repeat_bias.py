@@ -18,7 +18,7 @@ from seqrec.serve.engine import Engine, EngineOptions, Query
 from seqrec.train.loop import train
 
 from _serve_support import tiny_artifact
-from conftest import cyclic_histories, repeat_window_case
+from conftest import cyclic_histories, repeat_window_case, window_positions
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -27,7 +27,6 @@ def test_repeat_softmax_is_the_softmax_with_seen_items_shifted(with_bias, r):
     """Value and gradients (the repeat score's too) equal a plain cross-entropy whose logits of
     the distinct items read so far, the target included when it is a repeat, are raised by r."""
     x, y, states, W, b, N = repeat_window_case(4, with_bias)
-    B, L = x.shape
     rep = torch.tensor(r, requires_grad=True)
     params = [p for p in (states, W, b, rep) if p is not None]
     assert make_loss("softmax", n_items=N, repeat_bias=True) is repeat_softmax_ce
@@ -40,17 +39,10 @@ def test_repeat_softmax_is_the_softmax_with_seen_items_shifted(with_bias, r):
     grads = torch.autograd.grad(got, params)
 
     rows = []
-    for i in range(B):
-        for j in range(L):
-            if y[i, j] == 0:
-                continue
-            logits = states[i, j] @ W.T + (b if b is not None else 0)  # [N + 1]
-            had = torch.zeros(N + 1, dtype=torch.bool)
-            had[x[i, : j + 1]] = True
-            had[0] = False
-            logits = (logits + had * rep).clone()
-            logits[0] = float("-inf")
-            rows.append(torch.logsumexp(logits, 0) - logits[y[i, j]])
+    for logits, had, target in window_positions(x, y, states, W, b, N):
+        logits = (logits + had * rep).clone()
+        logits[0] = float("-inf")
+        rows.append(torch.logsumexp(logits, 0) - logits[target])
     ref = torch.stack(rows).mean()
     grads_ref = torch.autograd.grad(ref, params)
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
