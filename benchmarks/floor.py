@@ -96,9 +96,9 @@ def main() -> None:
             cfg = run_config(width, args.epochs, args.precision)
             model = build_model(cfg.model, split.seqs.n_items, cfg.train.seed)
             device = resolve_device(cfg.train.device)
+            readings: list[float] = []
             reread = lambda rec: readings.append(  # noqa: E731 - after each epoch, outside its time
                 measure_matmul_rate(device, autocast_dtype(args.precision, device)))
-            readings: list[float] = []
             res = train(model, split, cfg.train, cfg.eval, progress=False, on_epoch=reread,
                         validate=lambda m: {"NDCG@10": 0.0})  # nothing evaluated: training timed alone
             # the loop's own reading: at the start (the higher of start and end after a minute)
