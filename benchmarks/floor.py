@@ -3,6 +3,7 @@ matrix-multiply rate measured in the same run.
 
     python benchmarks/floor.py                                  # d 64 three times, d 256 once, fp32
     python benchmarks/floor.py --widths 64 --runs 5 --epochs 3 --precision bf16
+    python benchmarks/floor.py --widths 256 --runs 1 --products torch.mm    # training as before
 
 Each run trains ``configs/sasrec-beauty.toml``'s model (full softmax over 12,101 items, length
 50, 2 blocks) at one width for ``--epochs`` epochs. Nothing is evaluated: only the training
@@ -15,6 +16,13 @@ The rate (the ceiling) is the highest of the readings taken at the start and aft
 On this shared VM one reading taken while the host was briefly slow once put an epoch at 1.07x:
 a low reading must not flatter the ratio. Rows before 2026-12-08 03:10 had the start's reading
 only; the ceiling column says of how many readings it is the best.
+
+Each reading is the faster of ``torch.mm`` and oneDNN's product (:mod:`seqrec.matmul`). Rows
+before 2026-12-08 04:00 timed ``torch.mm`` alone, which on this VM's AVX-512 AMD EPYC is MKL's
+AVX2 code at 175-200 GFLOP/s against oneDNN's 360-430: their ratios are about half what the
+same epochs measure against the machine's rate. The products column says which products
+trained (``--products``: ``onednn``, the default on a CPU, or ``torch.mm``) and which the
+ceiling timed.
 
 Writes ``benchmarks/results/floor.json`` and ``floor.md`` (rows of earlier runs are kept, so
 several runs can be compared; ``--fresh`` starts over).
@@ -29,11 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from accuracy import machine
 
 from seqrec.config import RunConfig, load_run_config
 from seqrec.data.datasets import default_data_dir
 from seqrec.fsutil import atomic_write_text
+from seqrec.matmul import onednn_for, onednn_product, use_onednn
 from seqrec.models import build_model
 from seqrec.pipeline import prepare
 from seqrec.train.loop import resolve_device, train
@@ -53,13 +63,14 @@ def run_config(width: int, epochs: int, precision: str) -> RunConfig:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| when | cpu | width | precision | ceiling GFLOP/s | s/epoch | achieved GFLOP/s | "
-           "x FLOP floor per epoch | x FLOP floor (median) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| when | cpu | width | precision | products: trained / ceiling | ceiling GFLOP/s | "
+           "s/epoch | achieved GFLOP/s | x FLOP floor per epoch | x FLOP floor (median) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eps = r["epochs"]
         out.append(
             f"| {r['when']} | {r['cpu'] or '?'} | {r['width']} | {r['precision']} | "
+            f"{r.get('trained_products', 'torch.mm')} / {r.get('ceiling_products', 'torch.mm')} | "
             f"{r['ceiling_gflops']:.0f}{_readings(r)} | "
             f"{min(e['seconds'] for e in eps):.1f}-{max(e['seconds'] for e in eps):.1f} | "
             f"{statistics.median(e['gflops'] for e in eps):.0f} | "
@@ -78,10 +89,13 @@ def main() -> None:
     ap.add_argument("--runs", default="3,1", help="runs per width (one value, or one per width)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--precision", default="fp32", help="fp32, bf16 or auto")
+    ap.add_argument("--products", choices=["onednn", "torch.mm"], default="onednn",
+                    help="the products training uses on a CPU (the ceiling times both either way)")
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs")
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
+    use_onednn(args.products == "onednn")
     runs = [int(n) for n in args.runs.split(",")]
     if len(runs) == 1:
         runs = runs * len(widths)
@@ -112,6 +126,9 @@ def main() -> None:
             row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": host["cpu"], "machine": host,
                    "width": width, "precision": args.precision, "ceiling_gflops": ceiling,
                    "ceiling_readings": readings,
+                   "trained_products": "oneDNN" if onednn_for(torch.ones(1, device=device)) else "torch.mm",
+                   "ceiling_products": ("torch.mm, oneDNN" if onednn_product(device, torch.float32)
+                                        else "torch.mm"),
                    "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}
             rows.append(row)
             RESULTS.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,18 @@ needs_data = pytest.mark.skipif(
     reason="real data not found: set SEQREC_DATA_DIR to a folder holding ml-100k/u.data "
            "(CI uses ../shared/data)",
 )
+
+
+@pytest.fixture(params=["torch.mm", "oneDNN"])
+def product_path(request, monkeypatch) -> str:
+    """The test runs twice: CPU products through ``torch.mm``, then through oneDNN
+    (:mod:`seqrec.matmul`; skipped where this PyTorch build has none)."""
+    from seqrec import matmul
+
+    if request.param == "oneDNN" and matmul.onednn_product(torch.device("cpu"), torch.float32) is None:
+        pytest.skip("this PyTorch build has no oneDNN product")
+    monkeypatch.setattr(matmul, "_enabled", request.param == "oneDNN")
+    return request.param
 
 
 @pytest.fixture(scope="session")

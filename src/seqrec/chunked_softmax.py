@@ -2,10 +2,12 @@
 
 :func:`full_softmax_ce` equals :func:`softmax_ce_reference` (plain PyTorch) in value and gradient
 without a ``[positions x items]`` tensor: a custom autograd function keeps each chunk's
-exponentials (in a buffer pool reused from step to step) and turns them into gradients in the
-backward pass without a second matrix product. The README's architecture notes say why each
-habit (base-2 logits, the pool, the gradient half taken in the forward pass) makes it faster.
-The loss menu (:mod:`seqrec.losses`) builds on it.
+exponentials and turns them into gradients in the backward pass without a second matrix
+product. On a CPU its products go through oneDNN (:mod:`seqrec.matmul`), which returns each
+block as a tensor of its own; where they go through ``torch.mm`` (a GPU, or ``SEQREC_ONEDNN=0``)
+the blocks are written into a buffer pool reused from step to step. The README's architecture
+notes say why each habit (base-2 logits, the pool, the gradient half taken in the forward pass)
+makes it faster. The loss menu (:mod:`seqrec.losses`) builds on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from seqrec.matmul import mm_nt, onednn_for
 
 
 def softmax_ce_reference(h: Tensor, W: Tensor, b: Tensor | None, targets: Tensor) -> Tensor:
@@ -38,7 +42,9 @@ def _chunk_size(P: int, n: int, device: torch.device | None = None) -> int:
 def _logits(h: Tensor, W: Tensor, b: Tensor | None, start: int, stop: int,
             out: Tensor | None = None) -> Tensor:
     """``[P, C]`` logits of items ``start:stop``, in the dtype of ``h``, ``W`` and ``b`` (written
-    into ``out`` when given)."""
+    into ``out`` when given and the product is not oneDNN's, which returns a tensor of its own)."""
+    if onednn_for(h):
+        return mm_nt(h, W[start:stop], None if b is None else b[start:stop])
     if b is None:
         return torch.mm(h, W[start:stop].T, out=out)
     return torch.addmm(b[start:stop], h, W[start:stop].T, out=out)
@@ -60,7 +66,9 @@ def _in_dtype(mm: torch.dtype | None, *xs: Tensor | None) -> tuple[Tensor | None
 
 def _accumulate(acc: Tensor, E: Tensor, W: Tensor, Wm: Tensor, start: int, stop: int) -> None:
     """``acc += E @ W[start:stop]`` in float32, the product in ``E``'s dtype."""
-    if E.dtype == acc.dtype:
+    if onednn_for(E):
+        acc += mm_nt(E, (W if E.dtype == W.dtype else Wm)[start:stop].T)
+    elif E.dtype == acc.dtype:
         acc.addmm_(E, W[start:stop])
     else:
         acc += (E @ Wm[start:stop]).to(acc.dtype)
@@ -87,7 +95,9 @@ _LOG2E, _LN2 = 1 / math.log(2), math.log(2)
 
 
 class _BlockPool:
-    """Flat CPU buffers for the stored ``exp`` blocks, handed from one training step to the next.
+    """Flat CPU buffers for the stored ``exp`` blocks, handed from one training step to the next
+    (when the blocks' products are ``torch.mm``'s, which write into a given buffer; oneDNN's
+    return their own, so that path takes no buffer).
 
     A step's blocks are tens of MiB (Beauty: 750 positions x 12,101 items, 36 MiB). Allocated
     afresh, the allocator returns them to the kernel at each free and every page faults again on
@@ -174,7 +184,8 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 bound = bound + b[1:].max()
             s = torch.zeros(P, device=h.device, dtype=h.dtype)
             blocks: list[Tensor] = []
-            buf = _POOL.take(P * (n - 1), h2) if store else None
+            # oneDNN's products return blocks of their own: no pooled buffer to write into
+            buf = _POOL.take(P * (n - 1), h2) if store and not onednn_for(h2) else None
             shift2 = bound * _LOG2E  # in base 2, as the blocks
             for start in range(1, n, chunk):
                 stop = min(start + chunk, n)
@@ -229,6 +240,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 inv = scale * torch.exp2(lse2_m.to(lse.dtype) - lse2)
             hs = h * inv[:, None]  # [P, D]
             hsm = hs if mm is None else hs.to(mm)
+            hsT = hsm.T.contiguous() if onednn_for(hsm) else None  # [D, P]
             acc = ctx.acc if blocks else torch.zeros_like(h)  # sum over chunks of E @ W
             grad_W = torch.empty_like(W)  # rows 1.. are written whole below
             grad_W[0] = 0
@@ -240,7 +252,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 else:
                     E = _logits(h2, Wm, b2, start, stop).sub_(lse2_m[:, None]).exp2_()
                     _accumulate(acc, E, W, Wm, start, stop)
-                if mm is None:
+                if onednn_for(E):  # (hs^T E)^T: oneDNN reads E transposed as it lies
+                    grad_W[start:stop] = mm_nt(hsT, E.T).T
+                elif mm is None:
                     torch.mm(E.T, hs, out=grad_W[start:stop])
                 else:
                     grad_W[start:stop] = E.T @ hsm

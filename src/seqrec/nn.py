@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqrec.matmul import linear
+
 _LEVELS = 1 << 16
 """Dropout draws one 16-bit random number per element: ``p`` is applied in steps of 1/65536."""
 
@@ -83,3 +85,12 @@ def dropout_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, p: float
     scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
     return torch.matmul(dropout(weights, p), v)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, initialisation and state-dict keys) whose products run
+    through oneDNN on a CPU (:func:`seqrec.matmul.linear`): on an AVX-512 AMD processor, where
+    ``torch.mm`` gets MKL's AVX2 code, about twice as fast."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)

@@ -17,6 +17,7 @@ from seqrec.chunked_softmax import full_softmax_ce
 from seqrec.losses import LossFn
 from seqrec.models.base import Dropout, ModelConfig, SequenceModel
 from seqrec.models.sasrec import Block, SASRecConfig, positions_from_end, run_blocks
+from seqrec.nn import Linear
 
 
 MASK = -1
@@ -61,7 +62,7 @@ class BERT4Rec(SequenceModel):
                                  d_ff=config.d_ff, dropout=config.dropout)
         self.blocks = nn.ModuleList(Block(block_cfg) for _ in range(config.n_blocks))
         self.ln_f = nn.LayerNorm(d)
-        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        self.head = nn.Sequential(Linear(d, d), nn.GELU(), nn.LayerNorm(d))
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
         nn.init.normal_(self.pos_emb.weight, std=d**-0.5)
 

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqrec.matmul import linear
 from seqrec.models.base import (
     Dropout, ModelConfig, SequenceModel, cosine_init_std, cosine_query, cosine_table,
 )
 from seqrec.models.sasrec import causal_mask, run_blocks
+from seqrec.nn import Linear
 
 
 @dataclass
@@ -83,9 +85,9 @@ class HSTUBlock(nn.Module):
         d, self.h = cfg.d_model, cfg.n_heads
         self.scale = (d // cfg.n_heads) ** -0.5
         self.ln_in = nn.LayerNorm(d)
-        self.f1 = nn.Linear(d, 4 * d)
+        self.f1 = Linear(d, 4 * d)
         self.ln_attn = nn.LayerNorm(d)
-        self.f2 = nn.Linear(d, d)
+        self.f2 = Linear(d, d)
         self.rel_pos = nn.Embedding(cfg.max_len, cfg.n_heads)  # bias by distance i - j
         self.rel_time = nn.Embedding(cfg.time_buckets, cfg.n_heads)
         nn.init.zeros_(self.rel_pos.weight)
@@ -93,8 +95,8 @@ class HSTUBlock(nn.Module):
         self.drop = Dropout(cfg.dropout)
         if cfg.ffn:
             self.ln_ff = nn.LayerNorm(d)
-            self.ff_in = nn.Linear(d, 2 * cfg.ffn)  # value and gate
-            self.ff_out = nn.Linear(cfg.ffn, d)
+            self.ff_in = Linear(d, 2 * cfg.ffn)  # value and gate
+            self.ff_out = Linear(cfg.ffn, d)
         self.ffn = cfg.ffn
 
     def forward(self, x: Tensor, allowed: Tensor, dist: Tensor, tb: Tensor | None,
@@ -106,8 +108,8 @@ class HSTUBlock(nn.Module):
         w, b = self.f1.weight, self.f1.bias  # rows: u, v, q, k
         if last:  # u and q of the last position only; v and k of every position
             hl = h[:, -1:]
-            u, q = (F.silu(F.linear(hl, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (0, 2))
-            v, k = (F.silu(F.linear(h, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (1, 3))
+            u, q = (F.silu(linear(hl, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (0, 2))
+            v, k = (F.silu(linear(h, w[i * D:(i + 1) * D], b[i * D:(i + 1) * D])) for i in (1, 3))
         else:
             u, v, q, k = F.silu(self.f1(h)).split(D, dim=-1)  # 4 x [B, L, D]
         Lq = q.shape[1]

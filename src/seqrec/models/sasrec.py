@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqrec.matmul import linear
 from seqrec.models.base import (
     Dropout, ModelConfig, SequenceModel, cosine_init_std, cosine_query, cosine_table,
 )
-from seqrec.nn import dropout_attention
+from seqrec.nn import Linear, dropout_attention
 
 
 @dataclass
@@ -65,13 +66,13 @@ class Block(nn.Module):
         self.pre = cfg.norm == "pre"
         self.attn_p = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
         self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.qkv = Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = Linear(cfg.d_model, cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ff = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(),
+            Linear(cfg.d_model, cfg.d_ff), nn.GELU(),
             Dropout(cfg.dropout if cfg.ff_dropout is None else cfg.ff_dropout),
-            nn.Linear(cfg.d_ff, cfg.d_model),
+            Linear(cfg.d_ff, cfg.d_model),
         )
         self.drop = Dropout(cfg.dropout)
 
@@ -79,8 +80,8 @@ class Block(nn.Module):
         B, L, D = x.shape
         if last:  # one query (the last position) against every key: a third of the projection
             w, b = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, -1:], w[:D], b[:D])  # [B, 1, D]
-            k, v = F.linear(x, w[D:], b[D:]).split(D, dim=-1)  # 2 x [B, L, D]
+            q = linear(x[:, -1:], w[:D], b[:D])  # [B, 1, D]
+            k, v = linear(x, w[D:], b[D:]).split(D, dim=-1)  # 2 x [B, L, D]
             allowed = allowed[:, :, -1:]  # [B, 1, 1, L]
         else:
             q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]

@@ -1,0 +1,117 @@
+"""Matrix products on the CPU through oneDNN where PyTorch's own call is slower.
+
+On a CPU, ``torch.mm`` in float32 calls MKL, and MKL takes its AVX-512 code only on Intel
+processors: on an AVX-512 AMD EPYC (Zen 5) of this project's VM a 2,048 product ran at 188-201
+GFLOP/s through ``torch.mm`` and at 360-430 through oneDNN, which PyTorch ships as well and
+which picks its kernels by instruction set, not by vendor. :func:`mm_nt` is ``a @ b.T`` through
+oneDNN where the build has it and the tensors are CPU float32 or bfloat16 (the same values as
+``torch.mm`` to float32 rounding, tested), else through ``torch.mm``.
+
+``SEQREC_ONEDNN=0`` in the environment turns the oneDNN path off (every product through
+``torch.mm``, as before); :func:`use_onednn` does the same from code.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+_DTYPES = (torch.float32, torch.bfloat16)
+# a layer's weight gradient goes through oneDNN when both its widths are at least this
+_WIDE = 256
+
+
+def _op():
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR = _op() if torch.backends.mkldnn.is_available() else None
+_enabled = os.environ.get("SEQREC_ONEDNN", "1") != "0"
+
+
+def use_onednn(enabled: bool) -> bool:
+    """Turn the oneDNN path on or off for this process; returns the previous setting."""
+    global _enabled
+    before, _enabled = _enabled, enabled
+    return before
+
+
+def onednn_active() -> bool:
+    """Whether CPU float32/bfloat16 products go through oneDNN now."""
+    return _enabled and _LINEAR is not None
+
+
+def onednn_product(device: torch.device, dtype: torch.dtype):
+    """``f(a, b) = a @ b.T`` through oneDNN where this build has it for ``device`` and ``dtype``
+    (whatever the switch says: the matrix-multiply ceiling is the machine's, so it is timed
+    either way), else None."""
+    if _LINEAR is None or device.type != "cpu" or dtype not in _DTYPES:
+        return None
+    return lambda a, b: _LINEAR(a, b, None, "none", [], "")
+
+
+def _onednn(a: Tensor, b: Tensor) -> bool:
+    # under torch.compile the graph's products are the compiler's to lower (its oneDNN lowering
+    # expects its own prepacked form of this operator's arguments)
+    return (_enabled and _LINEAR is not None and a.device.type == "cpu" and a.dtype in _DTYPES
+            and a.dtype == b.dtype and not torch.compiler.is_compiling())
+
+
+def mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a @ b.T (+ bias)``: ``a [M, K]``, ``b [N, K]``, ``bias [N]`` -> ``[M, N]``, a new tensor.
+
+    Either argument may be a transposed or sliced view. No autograd: callers that need gradients
+    compute them with further calls (the full-softmax kernel does)."""
+    if _onednn(a, b) and a.dim() == 2 and b.dim() == 2 and (bias is None or bias.dtype == a.dtype):
+        return _LINEAR(a, b, bias, "none", [], "")
+    if bias is None:
+        return torch.mm(a, b.T)
+    return torch.addmm(bias, a, b.T)
+
+
+def onednn_for(a: Tensor) -> bool:
+    """Whether :func:`mm_nt` of ``a`` with a matrix of its dtype goes through oneDNN."""
+    return _onednn(a, a)
+
+
+class _Linear(torch.autograd.Function):
+    """``x @ W.T + b`` and its gradients, every product through oneDNN (:func:`linear`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:  # type: ignore[override]
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, W)
+        ctx.shape, ctx.has_bias = x.shape, b is not None
+        return _LINEAR(x2, W, b, "none", [], "").view(*x.shape[:-1], W.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        x2, W = ctx.saved_tensors
+        g2 = gy.reshape(-1, gy.shape[-1])  # [N, out]
+        gx = gW = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _LINEAR(g2, W.T, None, "none", [], "").view(ctx.shape)  # gy @ W
+        if ctx.needs_input_grad[1]:  # gy^T @ x: [out, in]
+            # oneDNN reads both operands along the tokens, so copies them transposed first: worth
+            # it for wide layers (270 against 148 GFLOP/s at 6,400 tokens x 256 -> 1,024), not
+            # for narrow ones, where MKL's transposed read wins (134 against 82 at 860 x 64 -> 192)
+            wide = min(W.shape) >= _WIDE
+            gW = _LINEAR(g2.T, x2.T, None, "none", [], "") if wide else torch.mm(g2.T, x2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)
+        return gx, gW, gb
+
+
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    """``F.linear(x, W, b)``, its forward and backward products through oneDNN where
+    :func:`mm_nt` would take it (under CPU autocast, ``F.linear``: autocast casts, and PyTorch's
+    bfloat16 products are oneDNN's already)."""
+    if (_onednn(x, W) and x.dim() >= 2 and (b is None or b.dtype == x.dtype)
+            and not torch.is_autocast_enabled("cpu")):
+        return _Linear.apply(x, W, b)
+    return torch.nn.functional.linear(x, W, b)
