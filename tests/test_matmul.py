@@ -86,6 +86,18 @@ def test_linear_matches_nn_linear(calls, d_in, d_out, with_bias):
     assert list(layer.state_dict()) == list(torch.nn.Linear(d_in, d_out, bias=with_bias).state_dict())
 
 
+def test_small_products_stay_pytorch(calls):
+    """Below about 2 M multiply-adds a oneDNN call's fixed cost outweighs its speed: one served
+    query's layers ([50 positions, 64] -> 192) and its scores go through PyTorch's own call."""
+    layer = Linear(64, 192)
+    x = torch.randn(1, 50, 64)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    torch.testing.assert_close(matmul.mm_nt(x[0], layer.weight), x[0] @ layer.weight.T)
+    assert calls == []
+    layer(torch.randn(4, 50, 64))  # 2.5 M
+    assert len(calls) == 1
+
+
 def test_linear_leaves_autocast_to_pytorch(calls):
     layer = Linear(64, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -21,6 +21,10 @@ from torch import Tensor
 _DTYPES = (torch.float32, torch.bfloat16)
 # a layer's weight gradient goes through oneDNN when both its widths are at least this
 _WIDE = 256
+# products of fewer multiply-adds stay torch.mm's: a oneDNN call costs 12-15 us before it
+# computes anything (against 3-6 us), so one query's [50, 64] x [64, 192] took 18 us against
+# 12 us; the two broke even at 1.5-2 M (measured on [M, 64] x [64, 192] and [M, 64] x [64, 64])
+_MIN_MACS = 1 << 21
 
 
 def _op():
@@ -63,11 +67,13 @@ def _onednn(a: Tensor, b: Tensor) -> bool:
 
 
 def mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``a @ b.T (+ bias)``: ``a [M, K]``, ``b [N, K]``, ``bias [N]`` -> ``[M, N]``, a new tensor.
+    """``a @ b.T (+ bias)``: ``a [M, K]``, ``b [N, K]``, ``bias [N]`` -> ``[M, N]``, a new tensor
+    (through ``torch.mm`` below :data:`_MIN_MACS` multiply-adds).
 
     Either argument may be a transposed or sliced view. No autograd: callers that need gradients
     compute them with further calls (the full-softmax kernel does)."""
-    if _onednn(a, b) and a.dim() == 2 and b.dim() == 2 and (bias is None or bias.dtype == a.dtype):
+    if (_onednn(a, b) and a.dim() == 2 and b.dim() == 2 and (bias is None or bias.dtype == a.dtype)
+            and a.shape[0] * a.shape[1] * b.shape[0] >= _MIN_MACS):
         return _LINEAR(a, b, bias, "none", [], "")
     if bias is None:
         return torch.mm(a, b.T)
@@ -112,6 +118,6 @@ def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     :func:`mm_nt` would take it (under CPU autocast, ``F.linear``: autocast casts, and PyTorch's
     bfloat16 products are oneDNN's already)."""
     if (_onednn(x, W) and x.dim() >= 2 and (b is None or b.dtype == x.dtype)
-            and not torch.is_autocast_enabled("cpu")):
+            and not torch.is_autocast_enabled("cpu") and x.numel() * W.shape[0] >= _MIN_MACS):
         return _Linear.apply(x, W, b)
     return torch.nn.functional.linear(x, W, b)
