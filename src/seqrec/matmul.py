@@ -102,15 +102,26 @@ class _Linear(torch.autograd.Function):
         gx = gW = gb = None
         if ctx.needs_input_grad[0]:
             gx = _LINEAR(g2, W.T, None, "none", [], "").view(ctx.shape)  # gy @ W
-        if ctx.needs_input_grad[1]:  # gy^T @ x: [out, in]
-            # oneDNN reads both operands along the tokens, so copies them transposed first: worth
-            # it for wide layers (270 against 148 GFLOP/s at 6,400 tokens x 256 -> 1,024), not
-            # for narrow ones, where MKL's transposed read wins (134 against 82 at 860 x 64 -> 192)
-            wide = min(W.shape) >= _WIDE
-            gW = _LINEAR(g2.T, x2.T, None, "none", [], "") if wide else torch.mm(g2.T, x2)
+        if ctx.needs_input_grad[1]:
+            gW = _weight_grad(g2, x2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)
         return gx, gW, gb
+
+
+def _weight_grad(g: Tensor, x: Tensor) -> Tensor:
+    """``g^T @ x``, ``[out, in]``, from ``g [N, out]`` and ``x [N, in]``: a layer's weight gradient.
+
+    oneDNN reads both operands along the N tokens, which it first copies transposed: in training
+    that pays for layers at least :data:`_WIDE` wide both ways (Beauty d 256 epochs 13.95 s
+    against 15.33 s with MKL's product), not for narrower ones, where MKL's transposed read wins
+    (d 64 epochs 6.42 against 6.79 s). Which operand oneDNN reads as its source matters in a
+    microbenchmark (256 -> 768 at 6,400 tokens: 271 GFLOP/s with the narrower one, 159 with the
+    other), yet epochs chosen that way took longer (d 64 7.12 against 6.68 s, d 256 16.0 against
+    14.8; alternated in one process), so the source is always ``g``."""
+    if min(g.shape[1], x.shape[1]) >= _WIDE:
+        return _LINEAR(g.T, x.T, None, "none", [], "")
+    return torch.mm(g.T, x)
 
 
 def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
