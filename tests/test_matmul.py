@@ -122,3 +122,18 @@ def test_ceiling_is_the_faster_of_torch_mm_and_onednn(monkeypatch):
     speed._best_product_seconds(128, torch.device("cpu"), torch.float32, repeats=3)
     assert len(timed) == 4  # one untimed, three timed
     assert speed.measure_matmul_rate(torch.device("cpu"), n=256) > 0.1
+
+
+def test_an_operator_that_fails_its_check_is_not_used(caplog):
+    """The oneDNN operator is private to PyTorch: one that raises or computes something else on
+    the import-time check is dropped (training then goes through ``torch.mm``), with a warning."""
+    def raises(*args):
+        raise RuntimeError("unknown overload")
+
+    def wrong(a, b, bias, *rest):
+        return a @ b.T  # no bias
+
+    assert matmul._checked(raises) is None
+    assert matmul._checked(wrong) is None
+    assert sum("oneDNN products are off" in r.message for r in caplog.records) == 2
+    assert matmul._checked(matmul._LINEAR) is matmul._LINEAR

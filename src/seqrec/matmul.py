@@ -13,10 +13,13 @@ oneDNN where the build has it and the tensors are CPU float32 or bfloat16 (the s
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 _DTYPES = (torch.float32, torch.bfloat16)
 # a layer's weight gradient goes through oneDNN when both its widths are at least this
@@ -27,14 +30,36 @@ _WIDE = 256
 _MIN_MACS = 1 << 21
 
 
-def _op():
+def _checked(op):
+    """``op`` if it computes ``a @ b.T + bias`` on a small case with transposed operands, else
+    None (with a warning): the operator is one of PyTorch's private ones, whose signature may
+    change from one release to the next; a build where it fails trains through ``torch.mm``."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 5, generator=g), torch.randn(5, 6, generator=g)
+    bias = torch.randn(6, generator=g)
     try:
-        return torch.ops.mkldnn._linear_pointwise.default
+        got = op(a, b.T, bias, "none", [], "")
+        ok = torch.allclose(got, torch.addmm(bias, a, b), rtol=1e-4, atol=1e-5)
+    except Exception as e:  # noqa: BLE001 - any failure means: not this operator
+        log.warning("oneDNN products are off: the operator failed a check (%s)", e)
+        return None
+    if not ok:
+        log.warning("oneDNN products are off: the operator's result differed from torch.mm's")
+        return None
+    return op
+
+
+def _op():
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        op = torch.ops.mkldnn._linear_pointwise.default
     except (AttributeError, RuntimeError):
         return None
+    return _checked(op)
 
 
-_LINEAR = _op() if torch.backends.mkldnn.is_available() else None
+_LINEAR = _op()
 _enabled = os.environ.get("SEQREC_ONEDNN", "1") != "0"
 
 
