@@ -43,7 +43,7 @@ from accuracy import machine
 from seqrec.config import RunConfig, load_run_config
 from seqrec.data.datasets import default_data_dir
 from seqrec.fsutil import atomic_write_text
-from seqrec.matmul import onednn_for, onednn_product, use_onednn
+from seqrec.matmul import onednn_product, products_name, use_onednn
 from seqrec.models import build_model
 from seqrec.pipeline import prepare
 from seqrec.train.loop import resolve_device, train
@@ -126,7 +126,7 @@ def main() -> None:
             row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": host["cpu"], "machine": host,
                    "width": width, "precision": args.precision, "ceiling_gflops": ceiling,
                    "ceiling_readings": readings,
-                   "trained_products": "oneDNN" if onednn_for(torch.ones(1, device=device)) else "torch.mm",
+                   "trained_products": products_name(device),
                    "ceiling_products": ("torch.mm, oneDNN" if onednn_product(device, torch.float32)
                                         else "torch.mm"),
                    "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}

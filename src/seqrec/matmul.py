@@ -75,6 +75,11 @@ def onednn_active() -> bool:
     return _enabled and _LINEAR is not None
 
 
+def products_name(device: torch.device) -> str:
+    """Which products train on ``device`` now, for the record: ``oneDNN`` or ``torch.mm``."""
+    return "oneDNN" if device.type == "cpu" and onednn_active() else "torch.mm"
+
+
 def onednn_product(device: torch.device, dtype: torch.dtype):
     """``f(a, b) = a @ b.T`` through oneDNN where this build has it for ``device`` and ``dtype``
     (whatever the switch says: the matrix-multiply ceiling is the machine's, so it is timed

@@ -26,6 +26,7 @@ from seqrec.data.preprocess import preprocess
 from seqrec.data.split import Split, make_split
 from seqrec.errors import ConfigError
 from seqrec.evaluate.protocol import evaluate
+from seqrec.matmul import products_name
 from seqrec.models import build_model, model_config
 from seqrec.models.base import SequenceModel
 from seqrec.tasks import task_class
@@ -218,6 +219,7 @@ def run(
         "train_seconds": result.seconds,
         "matmul_gflops": result.matmul_gflops,  # 0 for models with nothing to train
         "processor": device_name(device),  # the ceiling differs from one host (or card) to the next
+        "matmul_products": products_name(device),  # oneDNN or torch.mm (seqrec.matmul)
         "protocol": protocol_record(cfg, split, test, None if refit is None else result.best_epoch),
     }
     if calibration is not None:
