@@ -65,9 +65,10 @@ def _in_dtype(mm: torch.dtype | None, *xs: Tensor | None) -> tuple[Tensor | None
 
 
 def _accumulate(acc: Tensor, E: Tensor, W: Tensor, Wm: Tensor, start: int, stop: int) -> None:
-    """``acc += E @ W[start:stop]`` in float32, the product in ``E``'s dtype."""
+    """``acc += E @ W[start:stop]`` in float32, the product in ``E``'s dtype (``Wm``'s: ``W``
+    itself without autocast)."""
     if onednn_for(E):
-        acc += mm_nt(E, (W if E.dtype == W.dtype else Wm)[start:stop].T)
+        acc += mm_nt(E, Wm[start:stop].T)
     elif E.dtype == acc.dtype:
         acc.addmm_(E, W[start:stop])
     else:

@@ -63,6 +63,11 @@ _LINEAR = _op()
 _enabled = os.environ.get("SEQREC_ONEDNN", "1") != "0"
 
 
+def _dnnl(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a @ b.T (+ bias)`` by the oneDNN operator itself: no fallback, no size rule."""
+    return _LINEAR(a, b, bias, "none", [], "")
+
+
 def use_onednn(enabled: bool) -> bool:
     """Turn the oneDNN path on or off for this process; returns the previous setting."""
     global _enabled
@@ -86,13 +91,13 @@ def onednn_product(device: torch.device, dtype: torch.dtype):
     either way), else None."""
     if _LINEAR is None or device.type != "cpu" or dtype not in _DTYPES:
         return None
-    return lambda a, b: _LINEAR(a, b, None, "none", [], "")
+    return _dnnl
 
 
 def _onednn(a: Tensor, b: Tensor) -> bool:
     # under torch.compile the graph's products are the compiler's to lower (its oneDNN lowering
     # expects its own prepacked form of this operator's arguments)
-    return (_enabled and _LINEAR is not None and a.device.type == "cpu" and a.dtype in _DTYPES
+    return (onednn_active() and a.device.type == "cpu" and a.dtype in _DTYPES
             and a.dtype == b.dtype and not torch.compiler.is_compiling())
 
 
@@ -104,7 +109,7 @@ def mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     compute them with further calls (the full-softmax kernel does)."""
     if (_onednn(a, b) and a.dim() == 2 and b.dim() == 2 and (bias is None or bias.dtype == a.dtype)
             and a.shape[0] * a.shape[1] * b.shape[0] >= _MIN_MACS):
-        return _LINEAR(a, b, bias, "none", [], "")
+        return _dnnl(a, b, bias)
     if bias is None:
         return torch.mm(a, b.T)
     return torch.addmm(bias, a, b.T)
@@ -123,7 +128,7 @@ class _Linear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, W)
         ctx.shape, ctx.has_bias = x.shape, b is not None
-        return _LINEAR(x2, W, b, "none", [], "").view(*x.shape[:-1], W.shape[0])
+        return _dnnl(x2, W, b).view(*x.shape[:-1], W.shape[0])
 
     @staticmethod
     def backward(ctx, gy: Tensor):  # type: ignore[override]
@@ -131,7 +136,7 @@ class _Linear(torch.autograd.Function):
         g2 = gy.reshape(-1, gy.shape[-1])  # [N, out]
         gx = gW = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _LINEAR(g2, W.T, None, "none", [], "").view(ctx.shape)  # gy @ W
+            gx = _dnnl(g2, W.T).view(ctx.shape)  # gy @ W
         if ctx.needs_input_grad[1]:
             gW = _weight_grad(g2, x2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -150,7 +155,7 @@ def _weight_grad(g: Tensor, x: Tensor) -> Tensor:
     other), yet epochs chosen that way took longer (d 64 7.12 against 6.68 s, d 256 16.0 against
     14.8; alternated in one process), so the source is always ``g``."""
     if min(g.shape[1], x.shape[1]) >= _WIDE:
-        return _LINEAR(g.T, x.T, None, "none", [], "")
+        return _dnnl(g.T, x.T)
     return torch.mm(g.T, x)
 
 
