@@ -22,7 +22,8 @@ before 2026-12-08 04:00 timed ``torch.mm`` alone, which on this VM's AVX-512 AMD
 AVX2 code at 175-200 GFLOP/s against oneDNN's 360-430: their ratios are about half what the
 same epochs measure against the machine's rate. The products column says which products
 trained (``--products``: ``onednn``, the default on a CPU, or ``torch.mm``) and which the
-ceiling timed.
+ceiling timed. The freed-memory column says whether the run kept freed memory in the process
+(:mod:`seqrec.train.heap`; rows before 2026-12-08 06:00 did not: "returned").
 
 Writes ``benchmarks/results/floor.json`` and ``floor.md`` (rows of earlier runs are kept, so
 several runs can be compared; ``--fresh`` starts over).
@@ -63,14 +64,16 @@ def run_config(width: int, epochs: int, precision: str) -> RunConfig:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| when | cpu | width | precision | products: trained / ceiling | ceiling GFLOP/s | "
-           "s/epoch | achieved GFLOP/s | x FLOP floor per epoch | x FLOP floor (median) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| when | cpu | width | precision | products: trained / ceiling | freed memory | "
+           "ceiling GFLOP/s | s/epoch | achieved GFLOP/s | x FLOP floor per epoch | "
+           "x FLOP floor (median) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eps = r["epochs"]
         out.append(
             f"| {r['when']} | {r['cpu'] or '?'} | {r['width']} | {r['precision']} | "
             f"{r.get('trained_products', 'torch.mm')} / {r.get('ceiling_products', 'torch.mm')} | "
+            f"{'kept' if r.get('heap', 'default') != 'default' else 'returned'} | "
             f"{r['ceiling_gflops']:.0f}{_readings(r)} | "
             f"{min(e['seconds'] for e in eps):.1f}-{max(e['seconds'] for e in eps):.1f} | "
             f"{statistics.median(e['gflops'] for e in eps):.0f} | "
@@ -126,7 +129,7 @@ def main() -> None:
             row = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": host["cpu"], "machine": host,
                    "width": width, "precision": args.precision, "ceiling_gflops": ceiling,
                    "ceiling_readings": readings,
-                   "trained_products": products_name(device),
+                   "trained_products": products_name(device), "heap": res.heap,
                    "ceiling_products": ("torch.mm, oneDNN" if onednn_product(device, torch.float32)
                                         else "torch.mm"),
                    "epochs": eps, "median_ratio": statistics.median(e["ratio"] for e in eps)}

@@ -46,6 +46,7 @@ def test_every_epoch_reports_its_flops_against_the_measured_matmul_rate(artifact
     ceiling = metrics["matmul_gflops"]
     assert metrics["processor"]  # which CPU that ceiling was measured on
     assert metrics["matmul_products"] in ("oneDNN", "torch.mm")  # and which products trained
+    assert metrics["heap"] in ("glibc mmap 32 MiB, trim 512 MiB", "default")  # freed memory kept?
     for h in hist:
         assert h["flops"] > 0 and h["matmul_gflops"] == ceiling > 0
         assert h["floor_seconds"] == pytest.approx(h["flops"] / (ceiling * 1e9))

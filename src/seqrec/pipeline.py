@@ -220,6 +220,7 @@ def run(
         "matmul_gflops": result.matmul_gflops,  # 0 for models with nothing to train
         "processor": device_name(device),  # the ceiling differs from one host (or card) to the next
         "matmul_products": products_name(device),  # oneDNN or torch.mm (seqrec.matmul)
+        "heap": result.heap,  # freed memory kept in the process on a CPU (seqrec.train.heap)
         "protocol": protocol_record(cfg, split, test, None if refit is None else result.best_epoch),
     }
     if calibration is not None:

@@ -31,6 +31,7 @@ from seqrec.evaluate.protocol import evaluate
 from seqrec.losses import excluding, make_loss
 from seqrec.models.base import SequenceModel
 from seqrec.train.checkpoint import load_checkpoint, save_checkpoint
+from seqrec.train.heap import keep_freed_memory
 from seqrec.train.speed import (autocast, autocast_dtype, encoder_flops, loss_flops, maybe_compile,
                                 measure_matmul_rate, prefetch)
 
@@ -50,6 +51,8 @@ class TrainResult:
     """The machine's measured matrix-multiply rate (GFLOP/s) in the training precision: the
     higher of the readings before and after training (after runs longer than
     :data:`REREAD_CEILING_AFTER_S`), which every ``floor_seconds`` uses."""
+    heap: str = ""
+    """How freed memory was kept on a CPU (:func:`seqrec.train.heap.keep_freed_memory`)."""
 
     @property
     def trained(self) -> list[dict[str, Any]]:
@@ -178,6 +181,8 @@ def train(
     metric = select or cfg.select_metric
     amp = autocast_dtype(cfg.precision, device)
     result.matmul_gflops = measure_matmul_rate(device, amp)
+    if device.type == "cpu":  # each step's freed memory reused, not faulted in afresh
+        result.heap = keep_freed_memory()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
