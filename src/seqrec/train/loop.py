@@ -51,8 +51,9 @@ class TrainResult:
     """The machine's measured matrix-multiply rate (GFLOP/s) in the training precision: the
     higher of the readings before and after training (after runs longer than
     :data:`REREAD_CEILING_AFTER_S`), which every ``floor_seconds`` uses."""
-    heap: str = ""
-    """How freed memory was kept on a CPU (:func:`seqrec.train.heap.keep_freed_memory`)."""
+    heap: str = "default"
+    """Whether freed memory was kept in the process (:func:`seqrec.train.heap.keep_freed_memory`,
+    on a CPU): what it set, or ``default``."""
 
     @property
     def trained(self) -> list[dict[str, Any]]:
