@@ -44,7 +44,8 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confst
 def test_kept_memory_is_reused_without_page_faults():
     said, faults, again = run(True)
     assert said == again == "glibc mmap 32 MiB, trim 512 MiB"  # and asked again, the same answer
-    _, default_faults, _ = run(False)
+    # glibc's defaults, run only to say in a failure's message whether they fault as well
+    default_faults = run(False)[1] if faults >= 0.05 * PAGES else None
     assert faults < 0.05 * PAGES, (faults, default_faults, PAGES)
 
 

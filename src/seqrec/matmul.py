@@ -147,9 +147,10 @@ class _Linear(torch.autograd.Function):
 def _weight_grad(g: Tensor, x: Tensor) -> Tensor:
     """``g^T @ x``, ``[out, in]``, from ``g [N, out]`` and ``x [N, in]``: a layer's weight gradient.
 
-    oneDNN reads both operands along the N tokens, which it first copies transposed: in training
-    that pays for layers at least :data:`_WIDE` wide both ways (Beauty d 256 epochs 13.95 s
-    against 15.33 s with MKL's product), not for narrower ones, where MKL's transposed read wins
+    oneDNN reads both operands along the N tokens: it first copies its source (``g``) transposed
+    and reorders its weight (``x``) into its own layout. In training that pays for layers at
+    least :data:`_WIDE` wide both ways (Beauty d 256 epochs 13.95 s against 15.33 s with MKL's
+    product), not for narrower ones, where MKL's transposed read wins
     (d 64 epochs 6.42 against 6.79 s). Which operand oneDNN reads as its source matters in a
     microbenchmark (256 -> 768 at 6,400 tokens: 271 GFLOP/s with the narrower one, 159 with the
     other), yet epochs chosen that way took longer (d 64 7.12 against 6.68 s, d 256 16.0 against

@@ -33,7 +33,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc refuses more (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD = 512 << 20
 
-_state: str | None = None  # what was set in this process ("" where nothing could be)
+_state: str | None = None  # what holds in this process, once asked
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -51,9 +51,12 @@ def keep_freed_memory() -> str:
     answer). Returns what holds now, for the record: e.g. ``glibc mmap 32 MiB, trim 512 MiB``,
     or ``default`` where nothing was changed (switched off, another C library, or refused)."""
     global _state
-    if _state is not None:
-        return _state or "default"
-    _state = ""
+    if _state is None:
+        _state = _set_thresholds()
+    return _state
+
+
+def _set_thresholds() -> str:
     if os.environ.get("SEQREC_KEEP_HEAP", "1") == "0":
         return "default"
     libc = _glibc()
@@ -63,5 +66,4 @@ def keep_freed_memory() -> str:
             and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         log.warning("glibc refused mallopt: freed memory goes back to the system as usual")
         return "default"
-    _state = f"glibc mmap {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB"
-    return _state
+    return f"glibc mmap {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB"
